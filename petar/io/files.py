@@ -31,64 +31,79 @@ def image_suffix(path) -> str:
     return ""
 
 
-def _nifti_expected_bytes(header: bytes):
-    """(vox_offset + payload size) from a NIfTI-1 or NIfTI-2 header, or None when the header is not NIfTI."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            datatype = struct.unpack(endian + "h", header[70:72])[0]
-            vox_offset = struct.unpack(endian + "f", header[108:112])[0]
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            datatype = struct.unpack(endian + "h", header[12:14])[0]
-            vox_offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7:
-        raise InputError("the NIfTI header is corrupt (invalid dimension count): re-export the image")
-    nvox = int(np.prod([max(int(d), 1) for d in dims[1:ndim + 1]]))
-    bpv = _NIFTI_BYTES_PER_VOXEL.get(datatype)
-    if bpv is None:
-        raise InputError(f"the NIfTI header has an unsupported data type code {datatype}: re-export as float or int")
-    return int(vox_offset) + nvox * bpv
+class _NiftiLayout:
+    """What the header says about the payload: where it starts, how long it is, how to read floats in it."""
 
-
-def _gzip_payload_length(path: Path, first: int = 544):
-    """Decompress the whole stream (raises on truncation/corruption); return (first bytes, total length)."""
-    total, head = 0, b""
-    with gzip.open(path, "rb") as f:
-        while True:
-            chunk = f.read(1 << 22)
-            if not chunk:
+    def __init__(self, header: bytes):
+        for endian in "<>":
+            if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+                dims = struct.unpack(endian + "8h", header[40:56])
+                datatype = struct.unpack(endian + "h", header[70:72])[0]
+                vox_offset = struct.unpack(endian + "f", header[108:112])[0]
                 break
-            if len(head) < first:
-                head += chunk[: first - len(head)]
-            total += len(chunk)
-    return head, total
+            if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+                dims = struct.unpack(endian + "8q", header[16:80])
+                datatype = struct.unpack(endian + "h", header[12:14])[0]
+                vox_offset = struct.unpack(endian + "q", header[168:176])[0]
+                break
+        else:
+            raise InputError("not a NIfTI file (bad header): check the file")
+        ndim = dims[0]
+        if not 1 <= ndim <= 7:
+            raise InputError("the NIfTI header is corrupt (invalid dimension count): re-export the image")
+        bpv = _NIFTI_BYTES_PER_VOXEL.get(datatype)
+        if bpv is None:
+            raise InputError(f"the NIfTI header has an unsupported data type code {datatype}: re-export as float "
+                             "or int")
+        self.start = int(vox_offset)
+        self.end = self.start + int(np.prod([max(int(d), 1) for d in dims[1:ndim + 1]])) * bpv
+        float_type = {16: "f4", 64: "f8"}.get(datatype)
+        self.float_dtype = np.dtype(endian + float_type) if float_type else None
+
+
+def _scan_nifti(path: Path, compressed: bool):
+    """Stream the file once: (layout, total bytes, number of NaN/Inf voxels). Raises on a broken gzip stream."""
+    opener = gzip.open if compressed else open
+    with opener(path, "rb") as f:
+        head = f.read(544)
+        layout = _NiftiLayout(head)
+        total, nonfinite, pending = len(head), 0, b""
+        pos = len(head)                 # file offset of the first byte not yet consumed into `pending`
+        data = head
+        while True:
+            if layout.float_dtype is not None:
+                lo, hi = max(layout.start, pos - len(data)), min(layout.end, pos)
+                if hi > lo:
+                    pending += data[lo - (pos - len(data)):hi - (pos - len(data))]
+                    usable = len(pending) - len(pending) % layout.float_dtype.itemsize
+                    values = np.frombuffer(pending[:usable], dtype=layout.float_dtype)
+                    nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
+                    pending = pending[usable:]
+            data = f.read(1 << 22)
+            if not data:
+                break
+            total += len(data)
+            pos += len(data)
+    return layout, total, nonfinite
 
 
 def check_nifti_integrity(path) -> None:
-    """Raise InputError when a .nii/.nii.gz file is shorter than its header says or its gzip stream is broken."""
+    """Raise InputError when a .nii/.nii.gz file is shorter than its header says, its gzip stream is broken,
+    or it holds NaN/Inf voxels (ITK's NIfTI reader would silently turn those into 0)."""
     path = Path(path)
     short = f"{path.name} is truncated or corrupt"
     try:
-        if image_suffix(path) == ".nii.gz":
-            head, total = _gzip_payload_length(path)
-        else:
-            total = path.stat().st_size
-            with open(path, "rb") as f:
-                head = f.read(544)
+        layout, total, nonfinite = _scan_nifti(path, image_suffix(path) == ".nii.gz")
     except (EOFError, OSError, zlib.error) as exc:
         raise InputError(f"{short} ({type(exc).__name__}): copy or export it again") from None
-    expected = _nifti_expected_bytes(head)
-    if expected is None:
-        raise InputError(f"{path.name} is not a NIfTI file (bad header): check the file")
-    if total < expected:
-        raise InputError(f"{short}: it holds {total} bytes of image data but its header needs {expected}; "
+    except InputError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
+    if total < layout.end:
+        raise InputError(f"{short}: it holds {total} bytes but its header needs {layout.end}; "
                          "copy or export it again")
+    if nonfinite:
+        raise InputError(f"{path.name} has {nonfinite} NaN/Inf voxel(s): re-export it, or fill them (e.g. with 0) "
+                         "first")
 
 
 def read_image(path):

@@ -12,6 +12,10 @@ import numpy as np
 _EPS = 1e-9
 
 
+def _cross(a, b) -> float:
+    return float(a[0] * b[1] - a[1] * b[0])
+
+
 def _convex_hull(points: np.ndarray) -> np.ndarray:
     """Monotone-chain convex hull of 2D points (returns hull vertices)."""
     pts = np.unique(points, axis=0)
@@ -22,7 +26,7 @@ def _convex_hull(points: np.ndarray) -> np.ndarray:
     def half(seq):
         out = []
         for p in seq:
-            while len(out) >= 2 and np.cross(out[-1] - out[-2], p - out[-2]) <= 0:
+            while len(out) >= 2 and _cross(out[-1] - out[-2], p - out[-2]) <= 0:
                 out.pop()
             out.append(p)
         return out
