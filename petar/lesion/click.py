@@ -4,7 +4,8 @@ The click is snapped to the hottest voxel within `snap_mm` (7 mm, as PET tools d
 maximum), then one of three thresholds delineates the region connected to that seed:
   percent   — `percent` % of the lesion's SUVmax (41 % by default, EANM);
   fixed     — SUV ≥ `threshold` (2.5 by default);
-  adaptive  — Jentzen iterative threshold (PETARSeg weak-label variant; see threshold.py).
+  adaptive  — Jentzen iterative threshold (PETARSeg weak-label variant, filled to its final threshold;
+              see threshold.py).
 Everything runs inside a block of `max_radius_mm` around the seed; a region that reaches the block's edge, or grows
 past `max_volume_ml`, has leaked into adjacent uptake and is refused with a message saying what to try.
 """
@@ -134,7 +135,7 @@ def click_segment(pet: Volume, point, space: str = "ras", method: str = "percent
             suv_max = region_max
     else:
         result = iterative_threshold(block, local, seed_value, pet.voxel_volume_ml,
-                                     guard_faces=guard_faces(lo, hi, pet.shape))
+                                     guard_faces=guard_faces(lo, hi, pet.shape), fill_to_threshold=True)
         region, t, suv_max = result.mask, result.threshold, seed_value
         info.update(background_suv=round(result.background, 3), iterations=result.iterations)
 

@@ -5,7 +5,10 @@ in mL and B the mean SUV on the outer layer of the contour dilated by a 7×7×7 
 fewer than 20 voxels and B > 0.8·S). Start: T0 = (0.617·B/S + 0.316)·S applied to the seed's 18-neighbourhood;
 then each iteration recomputes B, V and T and adds the 6-neighbours above T — one layer per iteration, never
 removing voxels — until |ΔT|/T ≤ 1 %. T/S > 0.9 means the lesion cannot be separated from its background.
-The grounding rule engine (issue 4) reuses this as is, so the semantics stay those of the published labels.
+Because growth is one layer per iteration, the published variant can stop before the region reaches the converged
+threshold's boundary (a 3 cm uniform ball ends a layer short). The grounding rule engine keeps that behaviour to
+reproduce the published labels; click segmentation passes `fill_to_threshold=True`, which finishes with the whole
+region connected to the contour above the final threshold.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, LeakError
+from .components import component_at
 from .morphology import EDGE_OFFSETS, dilate, dilate_box, inner_boundary, shift, touches_border
 
 SOURCE_CAP = 10.0
@@ -52,7 +56,7 @@ def _contour_background(block, contour, source) -> float:
 
 def iterative_threshold(block: np.ndarray, seed_zyx, suv_max: float, voxel_ml: float, tolerance: float = 0.01,
                         max_fraction: float = 0.9, max_iterations: int = 500,
-                        guard_faces=(True,) * 6) -> ItmResult:
+                        guard_faces=(True,) * 6, fill_to_threshold: bool = False) -> ItmResult:
     """Grow a lesion from `seed_zyx` inside `block` (an SUV sub-volume); raise ThresholdFailure or LeakError."""
     seed = tuple(int(v) for v in seed_zyx)
     source = min(float(suv_max), SOURCE_CAP)
@@ -82,4 +86,9 @@ def iterative_threshold(block: np.ndarray, seed_zyx, suv_max: float, voxel_ml: f
                                    f"or too faint against background {background:.2f}): try `percent` or `fixed`")
         contour |= dilate(contour) & (block > threshold)
         change = (previous - threshold) / previous
+    if fill_to_threshold and contour.any():
+        contour |= component_at(block > threshold, np.argwhere(contour)[0])
+        if touches_border(contour, guard_faces):
+            raise LeakError("leaked into adjacent uptake (the adaptive region reached the search limit) — try "
+                            "`fixed` or a smaller radius")
     return ItmResult(contour, float(threshold), float(background), iterations)
