@@ -56,9 +56,32 @@ class LesionMeasurement:
         return d
 
 
+def _foreground_indices(mask: np.ndarray) -> np.ndarray:
+    """(N, 3) zyx indices of non-zero voxels, narrowed first to planes/rows/columns with foreground.
+
+    A plain np.nonzero over a whole-body grid costs ~40 ms; a max-reduction per plane is SIMD-fast, so the
+    scan runs only on the planes a lesion touches.
+    """
+    nz = mask.shape[0]
+    zs = np.flatnonzero(mask.reshape(nz, -1).max(axis=1))
+    if not zs.size:
+        return np.empty((0, 3), dtype=np.intp)
+    sub = mask[zs]
+    ys = np.flatnonzero(sub.max(axis=(0, 2)))
+    xs = np.flatnonzero(sub.max(axis=(0, 1)))
+    sub = sub[:, ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    zyx = np.argwhere(sub)
+    zyx[:, 0] = zs[zyx[:, 0]]
+    zyx[:, 1] += ys[0]
+    zyx[:, 2] += xs[0]
+    return zyx
+
+
 def _group_labels(mask: np.ndarray) -> dict[int, np.ndarray]:
-    """{label: (N, 3) zyx indices} with one pass over the volume."""
-    zyx = np.argwhere(mask)
+    """{label: (N, 3) zyx indices}."""
+    if mask.dtype == bool:
+        mask = mask.view(np.uint8)
+    zyx = _foreground_indices(mask)
     if not len(zyx):
         return {}
     values = mask[tuple(zyx.T)]
@@ -66,8 +89,6 @@ def _group_labels(mask: np.ndarray) -> dict[int, np.ndarray]:
     values, zyx = values[order], zyx[order]
     cuts = np.flatnonzero(np.diff(values)) + 1
     return {int(v[0]): idx for v, idx in zip(np.split(values, cuts), np.split(zyx, cuts))}
-
-
 
 
 def measure_one(pet: Volume, zyx: np.ndarray, label: int, slice_origin: str = "superior",
