@@ -172,4 +172,10 @@ def add_demo(sub):
     p.set_defaults(run=run_demo)
 
 
-ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report)
+def _add_models(sub):
+    from .models_cmd import add_models
+
+    add_models(sub)
+
+
+ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report, _add_models)
