@@ -14,7 +14,8 @@ def result(small_phantom):
 
 def test_petar_report_is_callable_and_a_module(small_phantom):
     assert callable(petar.report)
-    assert petar.report.ENGINES == ("template",)
+    assert petar.report.ENGINES == ("template", "petar")
+    assert callable(petar.report.petar_views) and callable(petar.load_petar)
 
 
 def test_one_finding_per_lesion_with_measured_numbers(result, small_phantom):
@@ -55,7 +56,7 @@ def test_to_dict_carries_text_and_measurements(result):
 
 
 def test_unknown_engine_and_options_are_input_errors(small_phantom):
-    with pytest.raises(InputError, match="available here: template"):
+    with pytest.raises(InputError, match="available here: template, petar"):
         petar.report(small_phantom.pet, small_phantom.ct, small_phantom.lesions, engine="gpt")
     with pytest.raises(InputError, match="max_new_tokens"):
         petar.report(small_phantom.pet, small_phantom.ct, small_phantom.lesions, max_new_tokens=5)

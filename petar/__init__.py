@@ -13,9 +13,10 @@ from .errors import InputError, LeakError, ModelMissingError, PetarError
 from .io import read_mask, read_pet, read_volume, write_volume
 from .lesion import LesionMeasurement, click_segment, measure, segment_click
 from .phantom import Phantom, make_phantom
+from .report import load_petar
 from .slices import index_to_slice, slice_to_index
 from .volume import Volume
 
 __all__ = ["InputError", "LeakError", "LesionMeasurement", "ModelMissingError", "PetarError", "Phantom", "Volume",
-           "__version__", "click_segment", "index_to_slice", "make_phantom", "measure", "read_mask", "read_pet",
+           "__version__", "click_segment", "index_to_slice", "load_petar", "make_phantom", "measure", "read_mask", "read_pet",
            "read_volume", "report", "segment_click", "slice_to_index", "write_volume"]

@@ -128,12 +128,26 @@ def run_segment(args) -> int:
 def add_report(sub):
     p = sub.add_parser("report", help="findings text per lesion, numbers measured from the mask",
                        description="Write one finding per lesion label. Engine 'template' writes the findings "
-                                   "from measurements alone (no model); the region comes from the CT.")
+                                   "from measurements alone (no model; region from the CT). Engine 'petar' runs "
+                                   "PETAR-4B on PET + CT + lesion and replaces every number it writes with the "
+                                   "measured one (the replacements are listed in the JSON).")
     p.add_argument("--pet", required=True, help="PET image file or DICOM series folder")
     p.add_argument("--ct", required=True, help="CT image file or DICOM series folder")
     p.add_argument("--mask", required=True, help="lesion label image (0 background, 1..N lesions)")
     p.add_argument("--label", type=int, help="report only this label")
-    p.add_argument("--engine", choices=("template",), default="template", help="findings engine (default template)")
+    p.add_argument("--engine", choices=("template", "petar"), default="template",
+                   help="findings engine (default template; petar needs the [model] extra and weights)")
+    m = p.add_argument_group("PETAR-4B engine")
+    m.add_argument("--model", metavar="HF_ID_OR_DIR", help="checkpoint folder or cached hub id (default "
+                                                          "laynad/PETAR-4B; fetch with `petar models pull`)")
+    m.add_argument("--revision", help="revision of a hub id to use (as pulled)")
+    m.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="auto: CUDA when present")
+    m.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="auto: bf16 on CUDA with bf16 support, fp16 on other CUDA, fp32 on CPU")
+    m.add_argument("--quantize", choices=("4bit", "8bit"), help="bitsandbytes quantisation of the language model "
+                                                                "(CUDA only; vision towers stay unquantised)")
+    m.add_argument("--max-new-tokens", type=int, default=256, help="generation limit per finding (default 256)")
+    m.add_argument("--question", help="prompt question (default: the official one)")
     p.add_argument("--slice-origin", choices=("superior", "inferior"), default="superior",
                    help="axial slice numbers count from this end (default superior)")
     p.add_argument("--json", metavar="OUT", help="write the report JSON here ('-' for stdout)")
@@ -149,8 +163,12 @@ def run_report(args) -> int:
     pet = _read_pet(args)
     mask = read_mask(args.mask, pet)
     ct = read_volume(args.ct, series_uid=None)
+    kw = {}
+    if args.engine == "petar":
+        kw = dict(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
+                  quantize=args.quantize, max_new_tokens=args.max_new_tokens, question=args.question)
     result = report(pet, ct, mask, label=args.label, engine=args.engine, suv_type=args.suv_type,
-                    slice_origin=args.slice_origin)
+                    slice_origin=args.slice_origin, **kw)
     _emit_json(args.json, result.to_dict())
     if args.txt:
         write_text(args.txt, result.text + "\n")

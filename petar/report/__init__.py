@@ -2,7 +2,8 @@
 
 `petar.report` is both this module and callable (DESIGN.md §3 names `petar.report(...)` and, in a later issue,
 `petar.report.petar_views(...)`), so the module's class is swapped for a callable one below.
-Engines: "template" (measurements only, no weights). Model engines import torch lazily in their own modules.
+Engines: "template" (measurements only, no weights) and "petar" (PETAR-4B; torch and transformers are imported
+lazily in petar_engine/model/preprocess, so `import petar` stays light).
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from ..volume import Volume
 from .result import Finding, ReportResult
 from .template import template_findings
 
-ENGINES = ("template",)
+ENGINES = ("template", "petar")
+_PETAR_OPTIONS = {"revision", "device", "dtype", "quantize", "question", "max_new_tokens", "on_token", "should_stop",
+                  "batch_size", "do_sample", "temperature", "top_p", "top_k", "seed"}
 
 
 def report(pet: Volume, ct: Volume | None, mask: Volume, label: int | None = None, engine: str = "template",
@@ -28,14 +31,37 @@ def report(pet: Volume, ct: Volume | None, mask: Volume, label: int | None = Non
     """
     if engine not in ENGINES:
         raise InputError(f"unknown report engine {engine!r}: available here: {', '.join(ENGINES)}")
-    if kw:
-        raise InputError(f"the {engine} engine takes no option(s) {', '.join(sorted(kw))}")
+    allowed = _PETAR_OPTIONS if engine == "petar" else set()
+    unknown = sorted(set(kw) - allowed)
+    if unknown:
+        raise InputError(f"the {engine} engine takes no option(s) {', '.join(unknown)}")
     mask = labels_onto_grid(mask, pet)
+    if engine == "petar":
+        if ct is None:
+            raise InputError("the PETAR-4B engine needs the CT (it reads PET and CT together): give --ct")
+        from .petar_engine import report_petar
+
+        findings, info = report_petar(pet, ct, mask, label=label, model=model, slice_origin=slice_origin, **kw)
+        return ReportResult("petar", findings, suv_type=suv_type, slice_origin=slice_origin, info=info)
     if ct is not None and not ct.same_grid(pet):
         ct = resample_like(ct, pet, default=-1000.0)
     measurements = measure(pet, mask, label=label, slice_origin=slice_origin)
     findings = template_findings(pet, ct, measurements, suv_type)
     return ReportResult("template", findings, suv_type=suv_type, slice_origin=slice_origin)
+
+
+def load_petar(model=None, revision=None, device="auto", dtype="auto", quantize=None):
+    """Load PETAR-4B (or a compatible lamed_phi3 checkpoint) from a folder or the cache; see petar_engine."""
+    from .petar_engine import load_petar as _load
+
+    return _load(model, revision, device, dtype, quantize)
+
+
+def petar_views(pet, ct, mask, label=None, **kw):
+    """The six PETAR-4B inputs exactly as the official preprocessing makes them; see preprocess.py."""
+    from .preprocess import petar_views as _views
+
+    return _views(pet, ct, mask, label=label, **kw)
 
 
 class _CallableModule(types.ModuleType):
@@ -45,4 +71,4 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["ENGINES", "Finding", "ReportResult", "report"]
+__all__ = ["ENGINES", "Finding", "ReportResult", "load_petar", "petar_views", "report"]
