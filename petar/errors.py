@@ -26,3 +26,7 @@ class ModelMissingError(PetarError):
     """Model weights or an optional dependency for an engine are not available."""
 
     exit_code = 3
+
+
+class DeviceMemoryError(InputError):
+    """The accelerator ran out of memory: the user must pick a smaller precision, quantise, or use the CPU."""

@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import ModelMissingError
+from ..errors import DeviceMemoryError, ModelMissingError
 from ..lesion.measure import LesionMeasurement, measure
 from ..volume import Volume
 from .compose import compose
@@ -95,14 +95,14 @@ def petar_findings(pet: Volume, ct: Volume, mask: Volume, measurements: list[Les
         def token_cb(i, token_id, chunk=chunk, streamed=streamed):
             streamed[i].append(token_id)
             if on_token is not None:
-                on_token(chunk[i].label, token_id, model.tokenizer.decode(streamed[i], skip_special_tokens=True))
+                on_token(chunk[i].label, token_id, model.decode(streamed[i]))
 
         generated = model.generate_batch(views[start:start + len(chunk)], [ids] * len(chunk),
                                          max_new_tokens=max_new_tokens, on_token=token_cb, should_stop=should_stop,
                                          **generate_kw)
         timing = dict(model.timing)
         for i, (m, new_ids) in enumerate(zip(chunk, generated)):
-            raw = model.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+            raw = model.decode(new_ids)
             composed = compose(raw, m)
             out.append(ModelFinding(
                 label=m.label, text=composed.finding, raw_text=raw, fields=composed.fields,
@@ -111,6 +111,33 @@ def petar_findings(pet: Volume, ct: Volume, mask: Volume, measurements: list[Les
                            "prefill": round(timing.get("prefill_ms", 0), 1),
                            "decode": round(timing.get("decode_ms", 0), 1), "batch_size": len(chunk)}))
     return out
+
+
+def _oom_message(exc: BaseException, stage: str) -> str:
+    import re
+
+    text = str(exc)
+    need = re.search(r"Tried to allocate ([\d.]+ \w+)", text)
+    free = re.search(r"of which ([\d.]+ \w+) is free", text)
+    amounts = (f" (needed {need.group(1)} more" + (f", {free.group(1)} free" if free else "") + ")") if need else ""
+    return (f"GPU out of memory while {stage}{amounts}: try --dtype bf16 or fp16, --quantize 4bit, fewer lesions "
+            "per batch, or --device cpu")
+
+
+def guard_oom(fn, stage: str):
+    """Run fn(); a CUDA out-of-memory error becomes DeviceMemoryError (exit 2) with what to change."""
+    try:
+        return fn()
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():
+            raise
+        try:
+            import torch
+
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - cleanup is best effort
+            pass
+        raise DeviceMemoryError(_oom_message(exc, stage)) from None
 
 
 def model_info(model) -> dict:
@@ -123,6 +150,7 @@ def report_petar(pet: Volume, ct: Volume, mask: Volume, label=None, model=None, 
                  dtype="auto", quantize=None, slice_origin="superior", **kw):
     """(measurements, findings, info) — used by petar.report(..., engine="petar")."""
     measurements = measure(pet, mask, label=label, slice_origin=slice_origin)
-    loaded = model if hasattr(model, "generate_batch") else load_petar(model, revision, device, dtype, quantize)
-    findings = petar_findings(pet, ct, mask, measurements, loaded, **kw)
+    loaded = model if hasattr(model, "generate_batch") else guard_oom(
+        lambda: load_petar(model, revision, device, dtype, quantize), "loading the model")
+    findings = guard_oom(lambda: petar_findings(pet, ct, mask, measurements, loaded, **kw), "generating findings")
     return findings, model_info(loaded)
