@@ -156,3 +156,32 @@ def test_probability_map_is_not_a_mask(tmp_path):
     write_volume(Volume.from_array(mask.array * 0.7, like=pet), tmp_path / "prob.nii.gz")
     with pytest.raises(InputError, match="non-integer"):
         read_mask(tmp_path / "prob.nii.gz", pet)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64])
+def test_single_pass_nifti_gz_reader_equals_simpleitk(tmp_path, dtype):
+    """Our one-decompression .nii.gz path gives SimpleITK's own array, pixel type and geometry."""
+    vol = _oblique_volume(dtype)
+    path = tmp_path / "v.nii.gz"
+    write_volume(vol, path)
+    ours = read_volume(path)
+    ref = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(ours.array, sitk.GetArrayFromImage(ref))
+    assert ours.array.dtype == sitk.GetArrayFromImage(ref).dtype
+    assert ours.spacing == ref.GetSpacing() and ours.origin == ref.GetOrigin()
+    np.testing.assert_array_equal(ours.direction.ravel(), ref.GetDirection())
+
+
+def test_single_pass_reader_applies_nifti_scaling_like_simpleitk(tmp_path):
+    """An int16 CT stored with scl_slope/scl_inter (as the official PETAR stage 1 writes it)."""
+    import struct
+
+    vol = _oblique_volume(np.int16)
+    write_volume(vol, tmp_path / "a.nii", compress=False)
+    raw = bytearray((tmp_path / "a.nii").read_bytes())
+    raw[112:120] = struct.pack("<ff", 0.01617, -469.99)
+    (tmp_path / "b.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    ours = read_volume(tmp_path / "b.nii.gz")
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b.nii.gz")))
+    assert ours.array.dtype == ref.dtype
+    np.testing.assert_allclose(ours.array, ref, rtol=1e-6, atol=1e-4)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..volume import Volume
-from .files import read_image
+from .files import read_image_volume
 from .grid import labels_onto_grid
 
 PET_UNITS = ("suv", "bqml")
@@ -41,7 +41,7 @@ def read_volume(path, series_uid=None) -> Volume:
 
         volume, _ = read_dicom_volume(path, series_uid=series_uid)
     else:
-        volume = Volume.from_sitk(read_image(path))
+        volume = read_image_volume(path)
     return _check_3d(volume, "image")
 
 
@@ -110,7 +110,7 @@ def read_pet(path, suv_type: str = "bw", units: str | None = None, series_uid=No
 
         pet = read_dicom_pet(path, suv_type=suv_type, series_uid=series_uid, **overrides)
     else:
-        pet = Volume.from_sitk(read_image(path))
+        pet = read_image_volume(path)
         if units == "bqml":
             pet = _bqml_file_to_suv(_check_3d(pet, "PET"), suv_type, overrides)
         elif suv_type != "bw":
