@@ -96,3 +96,16 @@ def test_missing_weights_exit_3_with_the_command(cli, phantom_files, tmp_path, m
     assert r.code == 3
     assert "petar models pull laynad/PETAR-4B" in r.err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_pet_not_in_suv_is_refused_before_the_model_runs(small_phantom, tiny):
+    ph = small_phantom
+    bq = petar.Volume.from_array(ph.pet.array * 5000.0, like=ph.pet)
+    with pytest.raises(petar.InputError, match="Bq/mL"):
+        petar.report(bq, ph.ct, ph.lesions, engine="petar", model=tiny, max_new_tokens=2)
+
+
+def test_petar_engine_needs_the_ct(small_phantom, tiny):
+    ph = small_phantom
+    with pytest.raises(petar.InputError, match="needs the CT"):
+        petar.report(ph.pet, None, ph.lesions, engine="petar", model=tiny)

@@ -12,6 +12,7 @@ import types
 
 from ..errors import InputError
 from ..io.grid import labels_onto_grid, resample_like
+from ..io.images import validate_pet
 from ..lesion.measure import measure
 from ..volume import Volume
 from .result import Finding, ReportResult
@@ -35,6 +36,7 @@ def report(pet: Volume, ct: Volume | None, mask: Volume, label: int | None = Non
     unknown = sorted(set(kw) - allowed)
     if unknown:
         raise InputError(f"the {engine} engine takes no option(s) {', '.join(unknown)}")
+    pet = validate_pet(pet)                    # finite, plausibly SUV (not HU, not Bq/mL)
     mask = labels_onto_grid(mask, pet)
     if engine == "petar":
         if ct is None:

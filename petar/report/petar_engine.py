@@ -68,11 +68,12 @@ class ModelFinding:
     timing_ms: dict
     tokens: int
     token_ids: list = field(default_factory=list, repr=False)
+    warnings: list = field(default_factory=list)     # preprocessing notes, e.g. the crop moved to keep the lesion
 
     def to_dict(self) -> dict:
         return {"label": self.label, "finding": self.text, "raw_text": self.raw_text, "fields": self.fields,
                 "replaced": self.replaced, "measurement": self.measurement.to_dict(), "timing_ms": self.timing_ms,
-                "tokens": self.tokens}
+                "tokens": self.tokens, "warnings": self.warnings}
 
 
 def petar_findings(pet: Volume, ct: Volume, mask: Volume, measurements: list[LesionMeasurement], model,
@@ -81,10 +82,12 @@ def petar_findings(pet: Volume, ct: Volume, mask: Volume, measurements: list[Les
     """Findings for measured lesions (mask on the PET grid). `on_token(label, token_id, text_so_far)` streams."""
     from .preprocess import petar_views
 
-    views, prep_ms = [], []
+    views, prep_ms, warnings = [], [], []
     for m in measurements:
         t = time.perf_counter()
-        views.append(petar_views(pet, ct, mask, label=m.label, size=tuple(model.image_size)))
+        v, info = petar_views(pet, ct, mask, label=m.label, size=tuple(model.image_size), return_info=True)
+        views.append(v)
+        warnings.append(list(info.get("warnings", [])))
         prep_ms.append((time.perf_counter() - t) * 1000)
     ids = model.prompt_ids(question)
     out: list[ModelFinding] = []
@@ -107,6 +110,7 @@ def petar_findings(pet: Volume, ct: Volume, mask: Volume, measurements: list[Les
             out.append(ModelFinding(
                 label=m.label, text=composed.finding, raw_text=raw, fields=composed.fields,
                 replaced=composed.replaced, measurement=m, tokens=len(new_ids), token_ids=list(new_ids),
+                warnings=warnings[start + i],
                 timing_ms={"preprocess": round(prep_ms[start + i], 1), "vision": round(timing.get("vision_ms", 0), 1),
                            "prefill": round(timing.get("prefill_ms", 0), 1),
                            "decode": round(timing.get("decode_ms", 0), 1), "batch_size": len(chunk)}))
