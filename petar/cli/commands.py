@@ -196,4 +196,17 @@ def _add_models(sub):
     add_models(sub)
 
 
-ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report, _add_models)
+def _add_ground(sub):
+    from .ground_cmd import add_ground
+
+    add_ground(sub)
+
+
+def _add_evaluate_grounding(sub):
+    from .evaluate_cmd import add_evaluate_grounding
+
+    add_evaluate_grounding(sub)
+
+
+ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report, _add_ground, _add_models,
+          _add_evaluate_grounding)

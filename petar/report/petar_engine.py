@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import DeviceMemoryError, ModelMissingError
+from ..errors import DeviceMemoryError
 from ..lesion.measure import LesionMeasurement, measure
 from ..volume import Volume
 from .compose import compose
@@ -23,13 +23,10 @@ _LOAD_LOCK = threading.Lock()
 
 
 def _require_model_packages() -> None:
-    import importlib.util
+    from ..deps import import_transformers, require
 
-    missing = [m for m in ("torch", "transformers", "safetensors", "sentencepiece")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ModelMissingError(f"the PETAR-4B engine needs {', '.join(missing)}: install the model extra, "
-                                "pip install -c constraints.txt -e '.[model]' (GPU: see README)")
+    require(("torch", "transformers", "safetensors", "sentencepiece"), "model")
+    import_transformers()
 
 
 def load_petar(model=None, revision=None, device="auto", dtype="auto", quantize=None):
