@@ -7,7 +7,6 @@ import pytest
 
 from conftest import assert_one_line_error
 from petar import InputError, Volume, write_volume
-from petar.cli.evaluate_cmd import add_evaluate_grounding
 from petar.metrics import RULES, dice, evaluate_grounding, f1, match_all_rules, match_components
 
 SHAPE = (20, 20, 40)   # z, y, x
@@ -227,12 +226,8 @@ def test_evaluate_grounding_per_tracer_breakdown(manifest):
 
 
 @pytest.fixture
-def cli_eval(cli, monkeypatch):
-    """The `cli` fixture with evaluate-grounding registered (until the lead wires it into ADDERS)."""
-    import petar.cli as pc
-
-    if not any(getattr(a, "__name__", "") == "add_evaluate_grounding" for a in pc.ADDERS):
-        monkeypatch.setattr(pc, "ADDERS", (*pc.ADDERS, add_evaluate_grounding))
+def cli_eval(cli):
+    """The `cli` fixture; evaluate-grounding is a registered command."""
     return cli
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..atomic import write_json, write_text
 from ..errors import InputError
+from .evaluate_cmd import add_evaluate_grounding
 from .parser import add_pet_options, pet_overrides, point_arg, positive_float
 from .table import measurement_rows, render
 
@@ -202,11 +203,5 @@ def _add_ground(sub):
     add_ground(sub)
 
 
-def _add_evaluate_grounding(sub):
-    from .evaluate_cmd import add_evaluate_grounding
-
-    add_evaluate_grounding(sub)
-
-
 ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report, _add_ground, _add_models,
-          _add_evaluate_grounding)
+          add_evaluate_grounding)
