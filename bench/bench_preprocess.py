@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -93,16 +92,11 @@ print(json.dumps(out))
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
+    from bench_core import machine as base
+
+    return {**base(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def timed(fn, runs: int, warmup: int = 2) -> dict:

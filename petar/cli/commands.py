@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 from ..atomic import write_json, write_text
-from ..errors import InputError
 from .evaluate_cmd import add_evaluate_grounding
 from .parser import add_pet_options, pet_overrides, point_arg, positive_float
 from .table import measurement_rows, render
@@ -108,11 +107,10 @@ def add_segment(sub):
 
 def run_segment(args) -> int:
     from ..io import write_volume
-    from ..io.files import image_suffix
+    from ..io.files import check_writable_name
     from ..lesion import click_segment, measure
 
-    if image_suffix(args.out) not in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        raise InputError(f"--out {args.out.name}: use a .nii.gz, .nii, .nrrd or .mha file name")
+    check_writable_name(args.out)
     pet = _read_pet(args)
     seg = click_segment(pet, args.point, space=args.space, method=args.method, percent=args.percent,
                         threshold=args.threshold, snap_mm=0.0 if args.no_snap else args.snap_mm,

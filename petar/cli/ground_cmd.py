@@ -32,13 +32,11 @@ def add_ground(sub):
 
 def run_ground(args) -> int:
     from ..atomic import write_json
-    from ..errors import InputError
     from ..grounding import ground
     from ..io import read_pet, read_volume, write_volume
-    from ..io.files import image_suffix
+    from ..io.files import check_writable_name
 
-    if image_suffix(args.out) not in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        raise InputError(f"--out {args.out.name}: use a .nii.gz, .nii, .nrrd or .mha file name")
+    check_writable_name(args.out)
     pet = read_pet(args.pet, **pet_overrides(args))
     ct = read_volume(args.ct) if args.ct else None
     kw = {"suv_tolerance": args.suv_tolerance} if args.engine == "rule" else {"device": args.device}

@@ -202,14 +202,23 @@ def read_image(path):
                          f"(use {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder)") from None
 
 
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def check_writable_name(path, flag: str = "--out") -> Path:
+    """Refuse an output image name whose format we cannot write, before any work is done."""
+    path = Path(path)
+    if image_suffix(path) not in WRITABLE_SUFFIXES:
+        raise InputError(f"{flag} {path.name}: use a .nii.gz, .nii, .nrrd or .mha file name")
+    return path
+
+
 def write_volume(volume: Volume, path, compress: bool = True) -> Path:
     """Write a Volume atomically; the format follows the extension (.nii.gz, .nii, .nrrd, .mha)."""
     import SimpleITK as sitk
 
-    path = Path(path)
+    path = check_writable_name(path, "cannot write")
     suffix = image_suffix(path)
-    if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        raise InputError(f"cannot write {path.name}: use a .nii.gz, .nii, .nrrd or .mha file name")
     with atomic_path(path) as tmp:
         sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress and suffix != ".nii")
     os.chmod(path, 0o644)
