@@ -118,3 +118,11 @@ def test_cli_ground_writes_mask_and_json_only_when_found(cli, phantom_files, sma
     r = cli("ground", "--pet", f / "pet.nii.gz", "--text", "node SUVmax 4, image 5000", "--out", tmp_path / "e.nii.gz")
     assert_one_line_error(r, "outside this volume")
     assert not (tmp_path / "e.nii.gz").exists()
+
+
+def test_an_index_lesion_among_several_is_grounded(small_phantom):
+    t = small_phantom.truth[0]
+    res = petar.ground(f"Multiple left axillary nodes, the largest with SUVmax {t['suv_max']:.2f} "
+                       f"(image {t['axial_slice']}).", small_phantom.pet)
+    assert res.parsed.lesion_count > 1
+    assert res.status == "found" and res.lesion.axial_slice == t["axial_slice"]

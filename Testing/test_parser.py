@@ -22,7 +22,8 @@ PRIOR_FORMS = ["{suv}, previously {p}", "{suv} (from {p})", "{suv} (previously {
                "SUVmax decreased to {c} from {p}", "{suv} versus {p} previously", "{suv} (previously SUVmax {p})",
                "SUVmax {c} vs. {p} on prior", "SUV max was {p}, now {c}", "{suv} (previously {p} on 01/02/2023)",
                "{suv}; prior SUVmax {p}", "previously {p}, now {suv}", "{suv}, up from {p}"]
-SLICE_FORMS = [("image {n}", False), ("slice {n}", False), ("axial image {n}", False), ("(series {s}, image {n})", True),
+SLICE_FORMS = [("image {n}", False), ("slice {n}", False), ("axial image {n}", False),
+               ("(series {s}, image {n})", True),
                ("({s}:{n})", True), ("series {s} image {n}", True), ("image {n} of series {s}", True),
                ("(image {n}, series {s})", True), ("axial slice #{n}", False), ("im {n}", False),
                ("(Se {s}, Im {n})", True), ("on image {n}", False), ("Series {s}, Image {n}", True),
@@ -31,7 +32,8 @@ SLICE_FORMS = [("image {n}", False), ("slice {n}", False), ("axial image {n}", F
 DISTRACTORS = ["coronal image {m}", "(series {s2}, coronal image {m})", "sagittal slice {m}", "coronal series {s2}, "
                "image {m}", "(image {m}, coronal)"]
 PREFIXES = [("FDG-avid left axillary node", []), ("Hypermetabolic right lower lobe nodule measuring 1.4 cm", [14.0]),
-            ("PSMA-avid left external iliac node, 12 x 8 mm", [12.0, 8.0]), ("Focal uptake in the L3 vertebral body", []),
+            ("PSMA-avid left external iliac node, 12 x 8 mm", [12.0, 8.0]),
+            ("Focal uptake in the L3 vertebral body", []),
             ("Mass in liver segment 7 measuring 3.1 x 2.4 x 2.0 cm", [31.0, 24.0, 20.0])]
 EXTRAS = ["SUVpeak {q}", "liver SUVmean {q}", "mediastinal blood pool SUV {q}", "(SUV peak {q})"]
 
@@ -60,10 +62,12 @@ def sentence(draw):
         parts.append(form.format(n=n, s=s, lo=n - 1, hi=n + 1))
         s = s if has_series else None
     if draw(st.booleans()):
-        parts.append(draw(st.sampled_from(DISTRACTORS)).format(m=draw(st.integers(1, 400)), s2=draw(st.integers(1, 99))))
-    if draw(st.booleans()):
-        parts.append(draw(st.sampled_from(EXTRAS)).format(q=draw(suv_value())[0]))
-    parts = draw(st.permutations(parts))
+        distractor = draw(st.sampled_from(DISTRACTORS))
+        parts.append(distractor.format(m=draw(st.integers(1, 400)), s2=draw(st.integers(1, 99))))
+    extra = draw(st.sampled_from(EXTRAS)).format(q=draw(suv_value())[0]) if draw(st.booleans()) else None
+    if extra and not suv.startswith("previously"):    # "SUVpeak 5, previously 4, now SUVmax 7" is ambiguous
+        parts.append(extra)
+    parts = draw(st.permutations(parts)) + ([extra] if extra and suv.startswith("previously") else [])
     joiner = ", " if prior is not None else draw(st.sampled_from([", ", " ", "; "]))
     prefix, size = draw(st.sampled_from(PREFIXES))
     return f"{prefix}, {joiner.join(parts)}.", {"suv_max": c, "suv_prior": prior, "axial_slice": n, "series": s,
@@ -144,6 +148,8 @@ TABLE = [
     ("Resolution of the previously FDG-avid left axillary node (previously SUVmax 7.1).",
      dict(negative=True, lesion_count=0, suv_max=None, suv_prior=7.1)),
     ("Left axillary node measuring 1.2 cm with no necrosis.", dict(negative=False, lesion_count=1)),
+    ("Previously seen right lung nodule is not FDG avid (SUVmax 1.2).", dict(negative=True, lesion_count=0)),
+    ("Left axillary node SUVmax 7.1; non-avid right lung nodule.", dict(negative=False, suv_max=7.1)),
     ("No change in the FDG-avid left axillary node, SUVmax 7.1.", dict(negative=False, suv_max=7.1, lesion_count=1)),
     ("Left axillary node, SUVmax 7.1; no other hypermetabolic lesions.",
      dict(negative=False, suv_max=7.1, lesion_count=1)),
@@ -173,6 +179,15 @@ TABLE = [
     ("Hypermetabolic right-sided pleural-based mass, SUVmax 10.2 (axial slice 140).",
      dict(laterality="right", site="right pleural", axial_slice=140)),
     ("Two foci in the sacrum with SUVmax 6.1 and 7.2.", dict(suv_max=6.1, lesion_count=2, site="sacrum")),
+    ("Soft tissue nodule in the left gluteal region, 1.2 cm, SUV 3.3 on image 300/450.",
+     dict(suv_max=3.3, axial_slice=300, size_mm=[12.0], site="left gluteal region")),
+    ("Right hilar node SUVmax 3.1, mediastinal blood pool SUVmax 2.0, liver SUVmax 3.0.",
+     dict(suv_max=3.1, lesion_count=1, site="right hilar node")),
+    ("Hypermetabolic lesion in the liver SUVmax 7.4, image 150.", dict(suv_max=7.4, site="liver", axial_slice=150)),
+    ("Pylarify-avid left external iliac node (PSMA-RADS 4), SUVmax 18.2, image 240.",
+     dict(suv_max=18.2, axial_slice=240, tracer="PSMA", lesion_count=1)),
+    ("Left breast mass, SUVmax 9.1 (series 2 image 66) and left axillary node, SUVmax 4.3 (series 2 image 71).",
+     dict(suv_max=9.1, axial_slice=66, series=2, lesion_count=2, site="left breast")),
 ]
 
 
@@ -183,7 +198,7 @@ def test_realistic_sentences(text, expected):
 
 
 def test_index_lesion_is_flagged_when_a_multi_lesion_sentence_singles_one_out():
-    p = parse_finding("Multiple FDG-avid left axillary nodes, the largest measuring 2.1 cm with SUVmax 9.3 (image 104).")
+    p = parse_finding("Multiple FDG-avid left axillary nodes, the largest 2.1 cm with SUVmax 9.3 (image 104).")
     assert p.lesion_count == 2 and p.index_lesion
     assert not parse_finding("Two left axillary nodes with SUVmax 5.1 and 6.2.").index_lesion
 
@@ -207,7 +222,8 @@ def test_public_api_reaches_the_parser():
      "SUVmax has increased in the right lower lobe nodule."),
     ("Two left axillary nodes with SUVmax 5.1 (image 100) and 6.2 (image 104), 1.2 x 0.8 cm.",
      "Two left axillary nodes with SUVmax, 1.2 x 0.8 cm."),
-    ("Right adrenal nodule, SUVmax 7.4 (liver SUVmean 2.1), coronal image 40.", "Right adrenal nodule, SUVmax (liver SUVmean)."),
+    ("Right adrenal nodule, SUVmax 7.4 (liver SUVmean 2.1), coronal image 40.",
+     "Right adrenal nodule, SUVmax (liver SUVmean)."),
     ("No FDG-avid lymphadenopathy.", "No FDG-avid lymphadenopathy."),
 ])
 def test_text_for_encoder(text, expected):

@@ -161,7 +161,7 @@ def ground_rule(parsed, pet: Volume, slice_origin: str = "superior", suv_toleran
     ranked = [cd for cd, _ in cands]
     matches = [(cd, c) for cd, c in cands if _passes(pet, c, parsed, k_reported, suv_tolerance)]
     info = {"threshold": round(threshold, 4), "components": len(comps)}
-    if parsed.lesion_count > 1:
+    if parsed.lesion_count > 1 and not getattr(parsed, "index_lesion", False):   # "the largest …" singles one out
         return result("ambiguous", f"the sentence describes {parsed.lesion_count} lesions: split it, or pick a "
                                    "candidate", candidates=ranked, **info)
     if parsed.suv_max is None and parsed.axial_slice is None:
