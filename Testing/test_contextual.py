@@ -342,3 +342,21 @@ def test_a_broken_dataset_is_refused_naming_the_line(dataset_dir, tmp_path, caps
     assert "line 2" in capsys.readouterr().err and not (tmp_path / "m").exists()
     (copy / "dataset.json").unlink()
     assert run_cli(["train-grounding", "--data", copy, "--out", tmp_path / "m", "--no-progress"]) == 2
+
+
+def test_petar_ground_cli_runs_the_contextual_engine_from_a_trained_folder(trained, dataset_dir, tmp_path, cli):
+    import json
+
+    model_dir, _ = trained
+    pet = dataset_dir / "imagesTr" / "case_000_0000.nii.gz"
+    ct = dataset_dir / "imagesTr" / "case_000_0001.nii.gz"
+    r = cli("ground", "--engine", "contextual", "--model", model_dir, "--device", "cpu", "--pet", pet, "--ct", ct,
+            "--text", "FDG-avid left axillary node, SUVmax 7.4, image 30.", "--out", tmp_path / "m.nii.gz",
+            "--json", tmp_path / "g.json")
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["engine"] == "contextual" and doc["status"] in ("found", "not_found")
+    assert (tmp_path / "m.nii.gz").exists() == (doc["status"] == "found")
+    r = cli("ground", "--engine", "contextual", "--pet", pet, "--ct", ct, "--text", "left axillary node",
+            "--out", tmp_path / "x.nii.gz")
+    assert r.code == 3 and "train-grounding" in r.err
