@@ -201,6 +201,12 @@ def _add_ground(sub):
     add_ground(sub)
 
 
+def _add_evaluate_reports(sub):
+    from .reports_cmd import add_evaluate_reports
+
+    add_evaluate_reports(sub)
+
+
 def _add_grounding_training(sub):
     from .grounding_cmd import add_make_grounding_dataset, add_train_grounding
 
@@ -209,4 +215,4 @@ def _add_grounding_training(sub):
 
 
 ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report, _add_ground, _add_models,
-          _add_grounding_training, add_evaluate_grounding)
+          _add_grounding_training, add_evaluate_grounding, _add_evaluate_reports)
