@@ -201,6 +201,12 @@ def _add_ground(sub):
     add_ground(sub)
 
 
+def _add_serve(sub):
+    from .serve_cmd import add_serve
+
+    add_serve(sub)
+
+
 def _add_evaluate_reports(sub):
     from .reports_cmd import add_evaluate_reports
 
@@ -215,4 +221,4 @@ def _add_grounding_training(sub):
 
 
 ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report, _add_ground, _add_models,
-          _add_grounding_training, add_evaluate_grounding, _add_evaluate_reports)
+          _add_grounding_training, add_evaluate_grounding, _add_evaluate_reports, _add_serve)
