@@ -396,3 +396,22 @@ def test_serve_refuses_a_public_address_without_token(cli, monkeypatch):
     monkeypatch.delenv("PETAR_SERVICE_TOKEN", raising=False)
     assert_one_line_error(cli("serve", "--host", "0.0.0.0"), "--token")
     assert_one_line_error(cli("serve", "--queue-size", "0"), "--queue-size")
+
+
+def test_masks_travel_as_their_foreground_box_and_rebuild_exactly():
+    """codec.crop_to_foreground + embed reproduce the full mask and its geometry (empty masks too)."""
+    import numpy as np
+
+    from petar import Volume
+    from petar.service import codec
+
+    arr = np.zeros((30, 20, 25), np.uint8)
+    arr[10:14, 3:9, 20:25] = 1
+    vol = Volume(arr, (2.0, 3.0, 4.0), (-10.0, 5.0, 100.0), np.diag([1.0, -1.0, 1.0]))
+    block, offset = codec.crop_to_foreground(vol)
+    assert block.shape == (4, 6, 5) and offset == (10, 3, 20)
+    back = codec.embed(codec.decode(codec.encode(block, True)), offset, vol.shape)
+    assert back.same_grid(vol) and np.array_equal(back.array, arr)
+    empty = Volume.from_array(np.zeros_like(arr), like=vol)
+    block, offset = codec.crop_to_foreground(empty)
+    assert not codec.embed(block, offset, vol.shape, like=vol).array.any()

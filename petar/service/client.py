@@ -244,10 +244,18 @@ class Client:
         _, _, answer = self.request("POST", "/volumes", data)
         return json.loads(answer)["volume_id"]
 
-    def download(self, volume_id: str) -> Volume:
-        """A server volume (e.g. a mask) as a Volume; it is remembered as already on the server."""
-        _, _, data = self.request("GET", f"/volumes/{volume_id}?compress={int(self.compress)}")
-        vol = codec.decode(data)
+    def download(self, volume_id: str, mask: bool = False, like: Volume | None = None) -> Volume:
+        """A server volume as a Volume; it is remembered as already on the server. `mask=True` fetches only the
+        foreground box and rebuilds the grid here (on `like`'s geometry when given): kilobytes, not the grid."""
+        if not mask:
+            _, _, data = self.request("GET", f"/volumes/{volume_id}?compress={int(self.compress)}")
+            vol = codec.decode(data)
+        else:
+            _, headers, data = self.request("GET", f"/volumes/{volume_id}?compress={int(self.compress)}&crop=1")
+            offset = [int(v) for v in headers["X-Petar-Offset"].split(",")]
+            shape = [int(v) for v in headers["X-Petar-Shape"].split(",")]
+            vol = codec.embed(codec.decode(data), offset, shape, like if like is not None and
+                              tuple(like.shape) == tuple(shape) else None)
         with self._lock:
             self._ids[vol] = (codec.fingerprint(vol), volume_id)
         return vol
@@ -333,7 +341,8 @@ class Client:
                                                    "method": method, **kw})
 
         doc = self._with_volumes({"pet": pet}, call)
-        return self.download(doc["mask"]["volume_id"]), doc
+        like = pet if isinstance(pet, Volume) else None
+        return self.download(doc["mask"]["volume_id"], mask=True, like=like), doc
 
     def submit(self, kind: str, params: dict) -> str:
         """Queue a job → its id (ServiceBusy with .retry_after when the queue is full)."""
@@ -368,11 +377,11 @@ class Client:
         job_id = self._with_volumes({"pet": pet, "ct": ct}, call)
         if not wait:
             return job_id
-        return self.ground_result(self.wait(job_id, timeout, on_progress))
+        return self.ground_result(self.wait(job_id, timeout, on_progress), like=pet if isinstance(pet, Volume) else None)
 
-    def ground_result(self, result: dict):
-        """(result, mask Volume or None) for a finished ground job's result."""
-        mask = self.download(result["mask"]["volume_id"]) if result.get("mask") else None
+    def ground_result(self, result: dict, like: Volume | None = None):
+        """(result, mask Volume or None) for a finished ground job's result (mask rebuilt on `like`'s grid)."""
+        mask = self.download(result["mask"]["volume_id"], mask=True, like=like) if result.get("mask") else None
         return result, mask
 
     # ---- jobs ------------------------------------------------------------------------------------------------

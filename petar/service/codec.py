@@ -217,3 +217,32 @@ def fingerprint(volume: Volume) -> tuple:
     arr = volume.array
     buf = memoryview(np.ascontiguousarray(arr)).cast("B")
     return (arr.dtype.str, arr.shape, volume.spacing, volume.origin, volume.direction.tobytes(), zlib.crc32(buf))
+
+
+def crop_to_foreground(vol: Volume):
+    """(the non-zero bounding box as its own Volume, its (z, y, x) offset): masks travel as a few kB, not the
+    whole grid. An empty volume gives one zero voxel at offset (0, 0, 0)."""
+    nz = np.flatnonzero(vol.array.reshape(vol.shape[0], -1).max(axis=1))
+    if not nz.size:
+        lo, hi = np.zeros(3, dtype=int), np.ones(3, dtype=int)
+    else:
+        sub = vol.array[nz[0]:nz[-1] + 1]
+        ys = np.flatnonzero(sub.max(axis=(0, 2)))
+        xs = np.flatnonzero(sub.max(axis=(0, 1)))
+        lo = np.array([nz[0], ys[0], xs[0]])
+        hi = np.array([nz[-1] + 1, ys[-1] + 1, xs[-1] + 1])
+    block = np.ascontiguousarray(vol.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    origin = vol.index_to_world(lo[::-1].astype(float))
+    return Volume(block, vol.spacing, tuple(origin), vol.direction.copy()), tuple(int(v) for v in lo)
+
+
+def embed(block: Volume, offset, shape, like: Volume | None = None) -> Volume:
+    """Put a cropped block back into a zero grid of `shape` (geometry from `like`, else from the block)."""
+    full = np.zeros(tuple(int(v) for v in shape), dtype=block.array.dtype)
+    z, y, x = (int(v) for v in offset)
+    dz, dy, dx = block.shape
+    full[z:z + dz, y:y + dy, x:x + dx] = block.array
+    if like is not None:
+        return Volume.from_array(full, like=like)
+    origin = block.index_to_world(-np.array([x, y, z], dtype=float))
+    return Volume(full, block.spacing, tuple(origin), block.direction.copy())

@@ -203,10 +203,15 @@ def create_app(token: str | None = None, data_root=None, max_body_mb: float = DE
         return await run_in_threadpool(store)
 
     @app.get("/volumes/{volume_id}")
-    async def download(volume_id: str, compress: int = 1):
+    async def download(volume_id: str, compress: int = 1, crop: int = 0):
         vol = service.store.get(volume_id)
+        headers = {}
+        if crop:            # a mask's foreground box only; X-Petar-Offset (z,y,x) says where it sits in the grid
+            vol, offset = await run_in_threadpool(codec.crop_to_foreground, vol)
+            headers = {"X-Petar-Offset": ",".join(map(str, offset)), "X-Petar-Shape": ",".join(
+                map(str, service.store.get(volume_id).shape))}
         data = await run_in_threadpool(codec.encode, vol, bool(compress))
-        return Response(data, media_type="application/octet-stream")
+        return Response(data, media_type="application/octet-stream", headers=headers)
 
     @app.delete("/volumes/{volume_id}", status_code=204)
     async def forget(volume_id: str):
