@@ -32,17 +32,19 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
 
 
-def timed(fn, runs: int, warmup: int = 3) -> dict:
+def timed(fn, runs: int, warmup: int = 3, unit: str = "ms") -> dict:
+    """Median and p90 of `runs` calls after `warmup` calls, in ms (or s with unit="s"); shared by every bench."""
+    scale, digits = (1000.0, 2) if unit == "ms" else (1.0, 4)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
         t = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t) * 1000)
+        times.append((time.perf_counter() - t) * scale)
     times.sort()
-    return {"median_ms": round(statistics.median(times), 2), "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2),
-            "runs": runs}
+    return {f"median_{unit}": round(statistics.median(times), digits),
+            f"p90_{unit}": round(times[int(0.9 * (len(times) - 1))], digits), "runs": runs}
 
 
 def naive_click(pet, ijk, percent=41.0):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import petar
+from bench_core import timed
 from petar.report.preprocess import petar_views
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,19 +97,6 @@ def machine() -> dict:
     from bench_core import machine as base
 
     return {**base(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def timed(fn, runs: int, warmup: int = 2) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return {"median_s": round(statistics.median(times), 4), "p90_s": round(times[int(0.9 * (len(times) - 1))], 4),
-            "runs": runs}
 
 
 def wholebody_cases():
@@ -183,8 +170,8 @@ def main() -> None:
             results[name] = {
                 "pet_grid": list(pet.size), "pet_spacing_mm": list(pet.spacing),
                 "ct_grid": list(ct.size), "ct_spacing_mm": [round(s, 4) for s in ct.spacing],
-                "petar_views_in_memory": timed(lambda: petar_views(pet, ct, mask), args.runs),
-                "petar_views_with_io": timed(from_files, max(3, args.runs // 2), warmup=1),
+                "petar_views_in_memory": timed(lambda: petar_views(pet, ct, mask), args.runs, warmup=2, unit="s"),
+                "petar_views_with_io": timed(from_files, max(3, args.runs // 2), warmup=1, unit="s"),
                 "stages_s_last_call": info["timing_s"], "crop_offset": info["crop_offset"],
                 "processed_shape": info["processed_shape"], "warnings": info["warnings"],
             }

@@ -11,24 +11,9 @@ from .runner import Cancelled
 
 
 def _service_wait(client, job_id, progress, should_stop, set_cancel_hook, poll_s=0.5):
-    """Poll a service job until it ends, forwarding each new job document to `progress`."""
-    from petar.service.client import JobCancelled, error_from
-
+    """Wait for a service job (Client.wait), forwarding job documents to `progress`; stop → cancel on the server."""
     set_cancel_hook(lambda: client.cancel(job_id))
-    version = -1
-    while True:
-        doc = client.progress(job_id, since=version, wait_s=poll_s)
-        if doc["version"] != version:
-            version = doc["version"]
-            progress(doc)
-        if doc["status"] == "done":
-            return doc["result"]
-        if doc["status"] == "failed":
-            raise error_from(None, doc.get("error") or {})
-        if doc["status"] == "cancelled":
-            raise JobCancelled("the job was cancelled")
-        if should_stop():
-            client.cancel(job_id)   # keep polling until the server confirms
+    return client.wait(job_id, on_progress=progress, poll_s=poll_s, should_stop=should_stop)
 
 
 def report_job(connector, pet, ct, mask, label=None, engine="template", options=None):

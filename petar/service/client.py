@@ -393,11 +393,14 @@ class Client:
     def cancel(self, job_id: str) -> dict:
         return self._json("POST", f"/jobs/{job_id}/cancel")
 
-    def wait(self, job_id: str, timeout: float | None = None, on_progress=None, poll_s: float = 2.0) -> dict:
+    def wait(self, job_id: str, timeout: float | None = None, on_progress=None, poll_s: float = 2.0,
+             should_stop=None) -> dict:
         """Block until the job ends → its result; raises its error (same classes as sync calls), JobCancelled,
-        or ServiceError on timeout (the job keeps running: cancel it if it is no longer wanted)."""
+        or ServiceError on timeout (the job keeps running: cancel it if it is no longer wanted).
+        `should_stop()` true → the job is cancelled on the server and waiting goes on until it confirms."""
         deadline = None if timeout is None else time.monotonic() + timeout
         version = -1
+        cancel_sent = False
         while True:
             left = poll_s if deadline is None else min(poll_s, max(0.0, deadline - time.monotonic()))
             doc = self.progress(job_id, since=version, wait_s=left)
@@ -411,6 +414,9 @@ class Client:
                 raise error_from(None, doc.get("error") or {})
             if doc["status"] == "cancelled":
                 raise JobCancelled("the job was cancelled")
+            if should_stop is not None and not cancel_sent and should_stop():
+                self.cancel(job_id)
+                cancel_sent = True
             if deadline is not None and time.monotonic() >= deadline:
                 raise ServiceError(f"job {job_id[:8]}… still {doc['status']} after {timeout:g} s")
 
