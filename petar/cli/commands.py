@@ -207,6 +207,12 @@ def _add_serve(sub):
     add_serve(sub)
 
 
+def _add_study(sub):
+    from .study_cmd import add_study
+
+    add_study(sub)
+
+
 def _add_evaluate_reports(sub):
     from .reports_cmd import add_evaluate_reports
 
@@ -221,4 +227,4 @@ def _add_grounding_training(sub):
 
 
 ADDERS = (add_demo, add_phantom, add_measure, add_segment, add_report, _add_ground, _add_models,
-          _add_grounding_training, add_evaluate_grounding, _add_evaluate_reports, _add_serve)
+          _add_grounding_training, add_evaluate_grounding, _add_evaluate_reports, _add_study, _add_serve)

@@ -319,6 +319,14 @@ class Client:
                     refs[k] = self.ref(volumes[k], k, force=True)
         return call(refs)
 
+    # ---- reader studies --------------------------------------------------------------------------------------
+    def study_session(self, db: str, reader: str):
+        """A reader session on a study database on the server (a path inside its --data-root); same methods as
+        `petar.study.ReaderSession` (next_item, item_at, rate, saved, progress) plus close()."""
+        from .study_client import RemoteReaderSession
+
+        return RemoteReaderSession(self, db, reader)
+
     # ---- engines ---------------------------------------------------------------------------------------------
     def measure(self, pet, mask, label: int | None = None, ct=None, **kw) -> dict:
         """The Measurement JSON (as `petar measure --json`): {"suv_type", "units", "lesions": [...]}."""

@@ -43,6 +43,7 @@ from .. import __version__
 from ..errors import InputError, PetarError
 from . import codec
 from .jobs import FINAL, QueueFull
+from .study_routes import StudyCalls
 
 log = logging.getLogger("petar.service")
 
@@ -137,6 +138,7 @@ def create_app(token: str | None = None, data_root=None, max_body_mb: float = DE
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     service = Service(data_root=data_root, queue_size=queue_size, cache_mb=cache_mb, preload=preload)
+    studies = StudyCalls(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -225,6 +227,10 @@ def create_app(token: str | None = None, data_root=None, max_body_mb: float = DE
     @app.post("/segment")
     async def segment(request: Request):
         return await run_in_threadpool(service.segment, await json_body(request))
+
+    @app.post("/study/{op}")
+    async def study(op: str, request: Request):
+        return await run_in_threadpool(studies.call, op, await json_body(request))
 
     @app.post("/jobs", status_code=202)
     async def submit(request: Request):
