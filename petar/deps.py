@@ -18,8 +18,9 @@ def require(modules, extra: str) -> None:
     """ModelMissingError (exit 3) naming the missing packages and the install command for `extra`."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ModelMissingError(f"this needs {', '.join(missing)}: pip install -c constraints.txt -e '.[{extra}]' "
-                                "(GPU: see README)")
+        gpu = " (GPU: see README)" if extra == "model" else ""
+        raise ModelMissingError(f"this needs {', '.join(missing)}: pip install -c constraints.txt -e '.[{extra}]'"
+                                f"{gpu}")
 
 
 def import_transformers():
