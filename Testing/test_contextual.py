@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -238,6 +239,37 @@ def test_load_and_predict_end_to_end_on_the_pet_grid(trained, dataset_dir):
     far = Volume(ct.array, ct.spacing, (5000.0, 5000.0, 5000.0))
     with pytest.raises(InputError, match="do not overlap"):
         model.predict(pet, far, "left axillary node")
+
+
+def test_prediction_reports_window_progress_and_stops_when_asked(trained, dataset_dir):
+    from petar.errors import Cancelled
+    from petar.grounding import ground
+    from petar.service.jobs import JobManager
+
+    model_dir, _ = trained
+    pet, ct = _case(dataset_dir)
+    seen = []
+    ground("FDG-avid left axillary node", pet, ct, engine="contextual", model=model_dir, device="cpu",
+           on_progress=seen.append)
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[0] < 1
+    calls = []
+    with pytest.raises(Cancelled):
+        ground("left axillary node", pet, ct, engine="contextual", model=model_dir, device="cpu",
+               should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert len(calls) == 3                                       # stopped before the third window, not at the end
+    # as a service job: the fraction is published, and a cancel mid-prediction ends the job as cancelled
+    jobs = JobManager(queue_size=2)
+    job = jobs.submit("ground", lambda j: ground("left axillary node", pet, ct, engine="contextual",
+                                                 model=model_dir, device="cpu",
+                                                 on_progress=lambda f: (j.update(fraction=f),
+                                                                        f >= 0.5 and j.cancel_requested.set()),
+                                                 should_stop=j.should_stop))
+    deadline = time.monotonic() + 60
+    while job.status not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        job.wait_change(job.version, 1.0)
+    doc = job.to_dict()
+    jobs.shutdown()
+    assert doc["status"] == "cancelled" and 0.5 <= doc["fraction"] < 1.0 and doc["error"] is None
 
 
 class _ThresholdNet(torch.nn.Module):

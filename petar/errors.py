@@ -28,5 +28,11 @@ class ModelMissingError(PetarError):
     exit_code = 3
 
 
+class Cancelled(PetarError):
+    """The user (or a job's cancel) stopped a long computation; nothing was produced."""
+
+    exit_code = 130
+
+
 class DeviceMemoryError(InputError):
     """The accelerator ran out of memory: the user must pick a smaller precision, quantise, or use the CPU."""

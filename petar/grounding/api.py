@@ -27,12 +27,14 @@ def _contextual(model_dir, device):
 
 
 def ground(text: str, pet: Volume, ct: Volume | None = None, engine: str = "rule", model=None,
-           slice_origin: str = "superior", device: str = "auto", **kw) -> GroundingResult:
+           slice_origin: str = "superior", device: str = "auto", on_progress=None, should_stop=None,
+           **kw) -> GroundingResult:
     """Find the lesion a report sentence describes.
 
     rule: exact when the text carries SUVmax and axial slice (PETARSeg weak-label algorithm); options
     `suv_tolerance` (0.1), `max_candidates`. contextual: a ConTEXTual Net 3D checkpoint folder (`model`, from
-    `petar train-grounding`), PET + CT.
+    `petar train-grounding`), PET + CT. on_progress(fraction) / should_stop() follow the contextual model's
+    sliding windows (stopping raises `petar.errors.Cancelled`); the rule engine takes well under a second.
     """
     from .parser import parse_finding
 
@@ -52,7 +54,7 @@ def ground(text: str, pet: Volume, ct: Volume | None = None, engine: str = "rule
     if parsed.negative:
         return GroundingResult(parsed, "contextual", "not_found",
                                message="the sentence is a negative finding: it describes no lesion to segment")
-    pred = _contextual(model, device).predict(pet, ct, text)
+    pred = _contextual(model, device).predict(pet, ct, text, on_progress=on_progress, should_stop=should_stop)
     mask = Volume.from_array((pred.mask.array > 0).astype(np.uint8), like=pet)
     if not mask.array.any():
         return GroundingResult(parsed, "contextual", "not_found",

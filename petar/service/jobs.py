@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 
-from ..errors import PetarError
+from ..errors import Cancelled, PetarError
 
 log = logging.getLogger("petar.service")
 FINAL = ("done", "failed", "cancelled")
@@ -49,6 +49,7 @@ class Job:
         self.status = "queued"
         self.stage = "queued"
         self.tokens = 0
+        self.fraction = None                # 0..1 when the engine can tell (contextual grounding windows)
         self.text: dict[str, str] = {}
         self.result = None
         self.error = None
@@ -86,7 +87,8 @@ class Job:
         with self.cond:
             now = time.monotonic()
             return {"job_id": self.id, "kind": self.kind, "status": self.status, "stage": self.stage,
-                    "tokens": self.tokens, "text": dict(self.text), "version": self.version,
+                    "tokens": self.tokens, "fraction": self.fraction, "text": dict(self.text),
+                    "version": self.version,
                     "queued_s": round((self.started or now) - self.created, 3),
                     "elapsed_s": round((self.finished or now) - self.started, 3) if self.started else 0.0,
                     "result": self.result, "error": self.error}
@@ -199,6 +201,8 @@ class JobManager:
                     job.update(status="cancelled", stage="cancelled", finished=time.monotonic())
                 else:
                     job.update(status="done", stage="done", result=result, finished=time.monotonic())
+            except Cancelled:
+                job.update(status="cancelled", stage="cancelled", finished=time.monotonic())
             except BaseException as exc:  # noqa: BLE001 - one failing job never stops the worker
                 err = error_document(exc)
                 job.update(status="failed", stage="failed", error=err, finished=time.monotonic())

@@ -273,7 +273,8 @@ class Service:
             from ..grounding import ground
 
             job.update(stage="grounding")
-            res = ground(text, pet, ct, **kw)
+            res = ground(text, pet, ct, on_progress=lambda f: job.update(fraction=round(f, 4)),
+                         should_stop=job.should_stop, **kw)
             doc = res.to_dict()
             doc["mask"] = describe(self.store.put(res.mask, derived=True), res.mask) if res.mask is not None else None
             return doc

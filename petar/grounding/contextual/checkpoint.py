@@ -105,14 +105,15 @@ class ContextualModel:
     def needs_ct(self) -> bool:
         return "CT" in self.plans["channels"]
 
-    def predict(self, pet: Volume, ct: Volume | None, text: str) -> ContextualPrediction:
+    def predict(self, pet: Volume, ct: Volume | None, text: str, on_progress=None,
+                should_stop=None) -> ContextualPrediction:
         from ...io.images import validate_pet
 
         if ct is None and self.needs_ct:
             raise InputError("this model needs the CT (it was trained on PET + CT): give --ct")
         pet = validate_pet(pet)
         tokens = self.text_encoder.encode(text)
-        pred = predict_volume(self.network, tokens, pet, ct, self.plans, self.device)
+        pred = predict_volume(self.network, tokens, pet, ct, self.plans, self.device, on_progress, should_stop)
         pred.info.update({"engine": "contextual", "plans_name": self.plans["plans_name"],
                           "text_encoder": self.text_encoder.id_or_dir, "device": str(self.device),
                           "text_for_encoder": self.text_encoder_text(text), **self.checkpoint_info})

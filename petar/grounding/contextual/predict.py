@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ...errors import Cancelled
 from ...lesion.components import label_components
 from ...volume import Volume
 from .data import preprocess
@@ -61,8 +62,12 @@ def _autocast(device: torch.device):
 
 @torch.no_grad()
 def sliding_window_probability(network, image: np.ndarray, text: torch.Tensor, patch, step: float = 0.5,
-                               gaussian: bool = True, device="cpu") -> tuple[np.ndarray, int]:
-    """Lesion probability (Z, Y, X) of a preprocessed (C, Z, Y, X) image, and the number of windows run."""
+                               gaussian: bool = True, device="cpu", on_progress=None,
+                               should_stop=None) -> tuple[np.ndarray, int]:
+    """Lesion probability (Z, Y, X) of a preprocessed (C, Z, Y, X) image, and the number of windows run.
+
+    on_progress(fraction) is called after every window; should_stop() is checked before each one and raises
+    `Cancelled` — a whole-body volume on the CPU takes minutes, and a user must be able to stop it."""
     device = torch.device(device)
     patch = [int(p) for p in patch]
     shape = image.shape[1:]
@@ -77,16 +82,20 @@ def sliding_window_probability(network, image: np.ndarray, text: torch.Tensor, p
     norm = torch.zeros(padded, dtype=torch.float32, device=device)
     starts = [window_starts(s, p, step) for s, p in zip(padded, patch)]
     text = text.to(device)
-    count = 0
+    count, total = 0, len(starts[0]) * len(starts[1]) * len(starts[2])
     for z in starts[0]:
         for y in starts[1]:
             for xx in starts[2]:
+                if should_stop is not None and should_stop():
+                    raise Cancelled("grounding was cancelled")
                 sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(xx, xx + patch[2]))
                 with _autocast(device):
                     out = network(x[(slice(None),) + sl][None].contiguous(), text)[0].float()
                 logits[(slice(None),) + sl] += out * weight
                 norm[sl] += weight
                 count += 1
+                if on_progress is not None:
+                    on_progress(count / total)
     prob = torch.softmax(logits / norm, dim=0)[1]
     crop = tuple(slice(a, a + s) for a, s in zip(lo, shape))
     return prob[crop].cpu().numpy(), count
@@ -106,14 +115,14 @@ def keep_best_component(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.nd
 
 
 def predict_volume(network, text_tokens: torch.Tensor, pet: Volume, ct: Volume | None, plans: dict,
-                   device) -> ContextualPrediction:
+                   device, on_progress=None, should_stop=None) -> ContextualPrediction:
     """Run the network over a whole PET(/CT) with the encoded sentence; the result is on the PET grid."""
     t0 = time.perf_counter()
     image, grid, info = preprocess(pet, ct, plans)
     inf = plans["inference"]
     prob, windows = sliding_window_probability(network, image, text_tokens, plans["patch_size"],
                                                float(inf.get("tile_step_size", 0.5)), bool(inf.get("gaussian", True)),
-                                               device)
+                                               device, on_progress, should_stop)
     prob_pet = _to_pet_grid(prob, grid, pet)
     mask, mean_p, n = keep_best_component(prob_pet, float(inf.get("threshold", 0.5)))
     info.update({"grid_shape": list(prob.shape), "spacing_mm": list(plans["spacing"]),
