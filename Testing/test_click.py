@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+import petar
+
 from conftest import ball_volume
 from petar import InputError, LeakError, Volume, click_segment, segment_click
 from petar.lesion.threshold import ThresholdFailure, iterative_threshold
@@ -73,6 +75,14 @@ def test_click_on_background_says_nothing_hot():
     pet, _ = _blurred_ball()
     with pytest.raises(InputError, match="nothing hot near the click"):
         click_segment(pet, (45.0, 45.0, 45.0), space="lps")
+
+
+def test_click_in_the_air_outside_the_body_is_refused():
+    """Air around a whole-body PET is ~0 SUV with noise: every method must refuse, not outline 13 voxels of noise."""
+    ph = petar.make_phantom(seed=3, shape=(120, 64, 64), spacing=(5.0, 5.0, 5.0))
+    for method in ("percent", "adaptive"):
+        with pytest.raises(InputError, match="outside the body"):
+            click_segment(ph.pet, (1, 1, 1), space="ijk", method=method)
 
 
 def test_leak_into_a_long_hot_structure_stops_with_advice():

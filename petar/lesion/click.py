@@ -111,6 +111,9 @@ def click_segment(pet: Volume, point, space: str = "ras", method: str = "percent
     info: dict = {}
     snapped_note = f"within {snap_mm:g} mm of the click" if snap_mm else "at the click"
 
+    if method != "fixed" and _local_background(pet, seed) <= 0.0:   # no voxel above SUV 0.1 within 40 mm: air
+        raise InputError(f"nothing hot near the click: no uptake within 40 mm (the hottest SUV {snapped_note} is "
+                         f"{seed_value:.2f}) — the point is outside the body; click on the lesion")
     if method == "fixed":
         if seed_value < threshold:
             raise InputError(f"nothing hot near the click: the hottest SUV {snapped_note} is {seed_value:.2f}, below "
