@@ -5,7 +5,6 @@ parsing; tested with pytest) and PETARReportLib.mrml the MRML <-> numpy adapters
 """
 import importlib
 import json
-import logging
 import os
 import sys
 
@@ -31,7 +30,7 @@ import PETARReportLib  # noqa: E402
 from PETARReportLib import mrml  # noqa: E402
 from PETARReportLib.report_results import findings_text, progress_percent, streamed_text  # noqa: E402
 
-LIB_MODULES = ("geometry", "state", "settings", "runner", "jobs", "report_results", "deps", "mrml")
+LIB_MODULES = ("geometry", "state", "settings", "runner", "jobs", "report_results", "deps", "widget_jobs", "mrml")
 
 
 def reload_lib(package, names):
@@ -79,9 +78,10 @@ class PETARReportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
+        self.parameters = None
         self.report = None
         self.names = {}
+        self._rows = []
         self._lesions = 1
 
     def setup(self):
@@ -93,15 +93,17 @@ class PETARReportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = PETARReportLogic()
         self.settings = PETARReportLib.Settings.load(QSettingsBackend())
         self.state = PETARReportLib.StateMachine(_("Generate"))
-        self.state.listeners.append(self._onStateChanged)
         self.runner = PETARReportLib.EngineRunner()
-        self.runner.progress.connect(self._onProgress)
-        self.runner.finished.connect(self._onFinished)
-        self.runner.failed.connect(self._onFailed)
-        self.runner.cancelled.connect(self._onCancelled)
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self.runner.poll)
+        self.jobs = PETARReportLib.JobControls(
+            self.state, self.runner, self.timer, self.ui.generateButton, self.ui.progressBar, self.ui.statusLabel,
+            busy_disabled=[self.ui.inputsCollapsibleButton, self.ui.clickSegmentButton],
+            progress_view=self._progressView, show_error=slicer.util.errorDisplay,
+            failure_text=_("Report generation failed: "))
+        self.parameters = PETARReportLib.ParameterNodeBinding(self.logic.getParameterNode, self.ui,
+                                                              self._prepareParameterNode)
         self._settingsToGui()
         self.ui.generateButton.connect("clicked(bool)", self.onGenerate)
         self.ui.clickSegmentButton.connect("clicked(bool)", self.onClickSegment)
@@ -112,29 +114,44 @@ class PETARReportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.clickPointSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.clickPlaceWidget.setCurrentNode)
         self.ui.petSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onVolumesChanged)
         self.ui.ctSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onVolumesChanged)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.initializeParameterNode()
-        self._onStateChanged(self.state.state)
+        self.parameters.connect()
+        self.jobs.on_state_changed()
 
     def cleanup(self):
-        self.timer.stop()
-        self.runner.cancel()
+        self.jobs.reset()
+        self.parameters.disconnect()
         self.logic.connector.close()
         self.removeObservers()
+
+    def enter(self):
+        self.parameters.connect()
 
     def onReload(self):
         reload_lib(PETARReportLib, LIB_MODULES)
         ScriptedLoadableModuleWidget.onReload(self)
 
+    def onSceneStartClose(self, caller, event):
+        """Before the scene closes: abandon a running job (its result belongs to this scene), drop the findings
+        and let go of the parameter node."""
+        self.jobs.reset()
+        self.parameters.disconnect()
+        self._clearResults()
+
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
-            self.initializeParameterNode()
+            self.parameters.connect()
 
-    def initializeParameterNode(self):
-        self._parameterNode = self.logic.getParameterNode()
-        if not self._parameterNode.pet:
-            self._parameterNode.pet = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        self._parameterNode.connectGui(self.ui)
+    @staticmethod
+    def _prepareParameterNode(node):
+        if not node.pet:
+            node.pet = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def _clearResults(self):
+        self.report, self.names = None, {}
+        self.ui.findingsEdit.plainText = ""
+        self._fillTable([])
 
     # ---- settings --------------------------------------------------------------------------------------------
     def _settingsToGui(self):
@@ -179,27 +196,49 @@ class PETARReportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- actions ---------------------------------------------------------------------------------------------
     def onClickSegment(self):
-        pet, points = self.ui.petSelector.currentNode(), self.ui.clickPointSelector.currentNode()
-        point = mrml.last_point_ras(points)
-        if pet is None or point is None:
-            slicer.util.errorDisplay(_("Select the PET and place a point on the lesion first."))
+        """Click lesion: the PET voxels and the last placed point are captured now; the click segmentation runs off
+        the main thread (in-process or the service's `segment` call; a local service may first have to start) with
+        Generate as its Cancel button; the mask becomes a NEW segment when it arrives."""
+        if self.state.busy:
             return
-        with slicer.util.tryWithErrorDisplay(_("Click segmentation failed."), waitCursor=True):
-            segmentation = self.ui.segmentationSelector.currentNode()
-            if segmentation is None:
-                segmentation = mrml.new_segmentation("PETAR lesions", pet)
-                self.ui.segmentationSelector.setCurrentNode(segmentation)
-            sid = self.logic.clickSegment(pet, point, segmentation)
+        self._settingsFromGui()
+        settings = self.settings.for_segmentation()
+        ok, reason = settings.validate()
+        pet, segmentation = self.ui.petSelector.currentNode(), self.ui.segmentationSelector.currentNode()
+        point = mrml.last_point_ras(self.ui.clickPointSelector.currentNode())
+        if not ok or pet is None or point is None:
+            slicer.util.errorDisplay(reason or _("Select the PET and place a point on the lesion first."))
+            return
+        failure = _("Click segmentation failed: ")
+        try:
+            if not self.logic.ensureDependencies(settings):
+                return
+            job = self.logic.clickSegmentJob(pet, point, settings)
+        except Exception as exc:
+            self.jobs.fail(exc, failure)
+            return
+        self.jobs.start(job, self.logic.connector.needs_start(), failure_text=failure,
+                        progress_view=PETARReportLib.segment_progress,
+                        on_finished=lambda mask: self._addClickedSegment(mask, pet, segmentation))
+
+    def _addClickedSegment(self, mask, pet_node, segmentation_node):
+        """Main thread, when the click job's mask arrives (never after a scene close or a cancel: the runner drops
+        it): a NEW segment in the segmentation chosen at the click, or in a new segmentation when none was."""
+        scene = slicer.mrmlScene
+        if not scene.IsNodePresent(pet_node) or (segmentation_node is not None
+                                                 and not scene.IsNodePresent(segmentation_node)):
+            slicer.util.errorDisplay(_("The PET or the segmentation was removed while the lesion was segmented."))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not add the segment.")):
+            if segmentation_node is None:
+                segmentation_node = mrml.new_segmentation("PETAR lesions", pet_node)
+                self.ui.segmentationSelector.setCurrentNode(segmentation_node)
+            sid = self.logic.addClickedSegment(mask, pet_node, segmentation_node)
             self._updateSegmentList()
             self.ui.segmentCombo.currentIndex = self.ui.segmentCombo.findData(sid)
 
     def onGenerate(self):
-        action = self.state.click()
-        if action == "cancel":
-            self.state.cancel()
-            self.runner.cancel()
-            return
-        if action != "start":
+        if not self.jobs.click():
             return
         ok, reason = self._settingsFromGui()
         pet, segmentation = self.ui.petSelector.currentNode(), self.ui.segmentationSelector.currentNode()
@@ -213,48 +252,25 @@ class PETARReportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             job, self.names = self.logic.reportJob(pet, self.ui.ctSelector.currentNode(), segmentation,
                                                    [sid] if sid else None, self.settings)
         except Exception as exc:
-            self._onFailed(exc)
+            self.jobs.fail(exc)
             return
         self._lesions = max(1, len(self.names))
         self.ui.findingsEdit.plainText = ""
-        self.state.start(self.logic.connector.needs_start())
-        self.runner.start(job)
-        self.timer.start()
+        self.jobs.start(job, self.logic.connector.needs_start(), on_finished=self._onFinished,
+                        on_progress=self._onProgress)
+
+    def _progressView(self, doc):
+        return progress_percent(doc, self.settings.max_new_tokens, self._lesions), doc.get("stage", "")
 
     def _onProgress(self, doc):
-        self.state.service_ready()
-        self.ui.statusLabel.text = doc.get("stage", "")
-        self.ui.progressBar.value = progress_percent(doc, self.settings.max_new_tokens, self._lesions)
         text = streamed_text(doc, self.names)
         if text:
             self.ui.findingsEdit.plainText = text
 
     def _onFinished(self, report):
-        self.timer.stop()
-        self.state.finish()
         self.report = report
         self.ui.findingsEdit.plainText = findings_text(report, self.names)
         self._fillTable(PETARReportLib.findings_rows(report, self.names))
-        self.ui.progressBar.value = 100
-        self.ui.statusLabel.text = _("done")
-
-    def _onFailed(self, exc):
-        self.timer.stop()
-        self.state.finish()
-        self.ui.statusLabel.text = _("failed")
-        logging.error("PETAR report failed: %s", exc)
-        slicer.util.errorDisplay(_("Report generation failed: ") + str(exc))
-
-    def _onCancelled(self):
-        self.timer.stop()
-        self.state.finish()
-        self.ui.statusLabel.text = _("cancelled")
-
-    def _onStateChanged(self, state):
-        self.ui.generateButton.text = self.state.button_text
-        self.ui.generateButton.enabled = self.state.button_enabled
-        self.ui.inputsCollapsibleButton.enabled = not self.state.busy
-        self.ui.progressBar.visible = self.state.busy
 
     def _fillTable(self, rows):
         table = self.ui.findingsTable
@@ -268,7 +284,7 @@ class PETARReportWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 table.setItem(r, c, qt.QTableWidgetItem(cell))
 
     def onRowSelected(self, row, column):
-        centre = self._rows[row].get("center_ras") if 0 <= row < len(getattr(self, "_rows", [])) else None
+        centre = self._rows[row].get("center_ras") if 0 <= row < len(self._rows) else None
         if centre:
             mrml.centre_views(centre)
 
@@ -337,14 +353,25 @@ class PETARReportLogic(ScriptedLoadableModuleLogic):
                                     settings or self.settings)
         return job(lambda doc: None, lambda: False, lambda hook: None), names
 
-    def clickSegment(self, pet_node, point_ras, segmentation_node, name="clicked lesion"):
-        """Click segmentation at a RAS point -> id of a NEW segment (existing segments untouched)."""
-        pet = mrml.volume_from_node(pet_node)
-        job = PETARReportLib.segment_job(self.connector, pet, point_ras)
-        mask = job(lambda doc: None, lambda: False, lambda hook: None)
+    def clickSegmentJob(self, pet_node, point_ras, settings=None):
+        """Runner job for a click at a RAS point -> mask Volume on the PET grid. Main thread: the PET voxels are
+        copied and the point checked here; the job (worker thread) runs the click segmentation in-process or the
+        service's `segment` call."""
+        if settings is not None:
+            self.useSettings(settings)
+        return PETARReportLib.segment_job(self.connector, mrml.volume_from_node(pet_node), point_ras)
+
+    def addClickedSegment(self, mask, pet_node, segmentation_node, name="clicked lesion"):
+        """Main thread: a click's mask as a NEW segment (existing segments untouched), views centred; its id."""
         sid = mrml.add_segment(segmentation_node, mask, name, pet_node)
         mrml.centre_on_segment(segmentation_node, sid)
         return sid
+
+    def clickSegment(self, pet_node, point_ras, segmentation_node, name="clicked lesion", settings=None):
+        """Blocking form for scripts: click segmentation at a RAS point -> id of a NEW segment."""
+        job = self.clickSegmentJob(pet_node, point_ras, settings)
+        mask = job(lambda doc: None, lambda: False, lambda hook: None)
+        return self.addClickedSegment(mask, pet_node, segmentation_node, name)
 
 
 def _installed(name) -> bool:
@@ -364,10 +391,12 @@ class PETARReportTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_click_and_template_report()
+        for test in (self.test_click_and_template_report, self.test_click_lesion_runs_off_the_main_thread,
+                     self.test_scene_close_abandons_the_running_job):
+            self.setUp()
+            test()
 
-    def test_click_and_template_report(self):
+    def _phantom(self):
         import petar
 
         self.delayDisplay("Building a synthetic PET/CT")
@@ -375,13 +404,28 @@ class PETARReportTest(ScriptedLoadableModuleTest):
         pet_node = mrml.node_from_volume(phantom.pet, "PET")
         ct_node = mrml.node_from_volume(phantom.ct, "CT")
         mrml.fuse_pet_on_ct(pet_node, ct_node)
+        return phantom, pet_node, ct_node
+
+    def test_click_and_template_report(self):
+        """The click job through a runner (worker thread; waited for with the runner's poll), its mask added as a
+        NEW segment on the main thread, then a template report of that segment."""
+        phantom, pet_node, ct_node = self._phantom()
         truth = phantom.truth[0]
         logic = PETARReportLogic()
         segmentation = mrml.new_segmentation("lesions", pet_node)
         user_id = segmentation.GetSegmentation().AddEmptySegment("", "user segment", [0.0, 1.0, 0.0])
-        sid = logic.clickSegment(pet_node, truth["center_ras"], segmentation)
+        runner, masks, errors = PETARReportLib.EngineRunner(), [], []
+        runner.finished.connect(masks.append)
+        runner.failed.connect(errors.append)
+        runner.start(logic.clickSegmentJob(pet_node, truth["center_ras"]))
+        runner.wait(60)
+        runner.poll()
+        self.assertEqual((len(masks), errors), (1, []))
+        sid = logic.addClickedSegment(masks[0], pet_node, segmentation)
         self.assertNotEqual(sid, user_id)
         self.assertEqual(len(mrml.segment_ids(segmentation)), 2)
+        self.assertGreater(int(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, sid, pet_node).sum()), 0)
+        self.assertEqual(int(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, user_id, pet_node).sum()), 0)
         report, names = logic.generate(pet_node, ct_node, segmentation, [sid])
         self.assertEqual(report["engine"], "template")
         self.assertEqual(len(report["findings"]), 1)
@@ -393,3 +437,80 @@ class PETARReportTest(ScriptedLoadableModuleTest):
         with open(path, encoding="utf-8") as fh:
             self.assertEqual(json.load(fh)["engine"], "template")
         self.delayDisplay("PETARReport test passed")
+
+    def test_click_lesion_runs_off_the_main_thread(self):
+        """Click lesion in the widget (in-process engine): busy (Generate is Cancel, Click disabled) until the job's
+        mask arrives through the runner's poll, then a NEW segment; a click on cold tissue shows petar's message
+        and adds nothing."""
+        phantom, pet_node, ct_node = self._phantom()
+        widget = slicer.util.getModuleWidget("PETARReport")
+        segmentation = mrml.new_segmentation("lesions", pet_node)
+        user_id = segmentation.GetSegmentation().AddEmptySegment("", "user segment", [0.0, 1.0, 0.0])
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "click")
+        points.AddControlPoint(*[float(v) for v in phantom.truth[0]["center_ras"]])
+        errors, show_error, mode = [], widget.jobs.show_error, widget.ui.serviceModeCombo.currentText
+        widget.jobs.show_error = errors.append
+        widget.ui.serviceModeCombo.currentText = "inprocess"
+        try:
+            widget.ui.petSelector.setCurrentNode(pet_node)
+            widget.ui.segmentationSelector.setCurrentNode(segmentation)
+            widget.ui.clickPointSelector.setCurrentNode(points)
+            widget.onClickSegment()
+            self.assertTrue(widget.state.busy)
+            self.assertFalse(widget.ui.clickSegmentButton.enabled)
+            self.assertEqual(widget.ui.generateButton.text, "Cancel")
+            widget.runner.wait(60)
+            widget.runner.poll()
+            self.assertFalse(widget.state.busy)
+            self.assertTrue(widget.ui.clickSegmentButton.enabled)
+            self.assertEqual(errors, [])
+            ids = mrml.segment_ids(segmentation)
+            self.assertEqual(len(ids), 2)
+            sid = [i for i in ids if i != user_id][0]
+            self.assertEqual(widget.ui.segmentCombo.currentData, sid)
+            self.assertEqual(int(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, user_id, pet_node).sum()),
+                             0)
+            points.AddControlPoint(*[float(v) for v in phantom.pet.index_to_world([40, 40, 60], space="ras")])
+            widget.onClickSegment()
+            widget.runner.wait(60)
+            widget.runner.poll()
+            self.assertEqual(len(errors), 1)
+            self.assertIn("nothing hot", errors[0])
+            self.assertEqual(len(mrml.segment_ids(segmentation)), 2)
+        finally:
+            widget.jobs.show_error = show_error
+            widget.ui.serviceModeCombo.currentText = mode
+            widget._settingsFromGui()
+        self.delayDisplay("PETARReport click test passed")
+
+    def test_scene_close_abandons_the_running_job(self):
+        """Closing the scene while a job runs: the job is told to stop, its result never arrives, the module is
+        idle with no findings and gets a new parameter node."""
+        import threading
+        import time
+
+        widget = slicer.util.getModuleWidget("PETARReport")
+        widget.report = {"engine": "template", "findings": []}
+        widget._fillTable([{"label": 1, "center_ras": [0.0, 0.0, 0.0], "cells": ("a",) * len(
+            PETARReportLib.TABLE_COLUMNS)}])
+        hook_called, late = threading.Event(), []
+
+        def job(progress, should_stop, set_cancel_hook):
+            set_cancel_hook(hook_called.set)
+            while not should_stop():
+                time.sleep(0.01)
+            return {"engine": "template", "findings": []}
+
+        widget.jobs.start(job, on_finished=late.append)
+        self.assertTrue(widget.state.busy)
+        slicer.mrmlScene.Clear()
+        self.assertFalse(widget.state.busy or widget.runner.running)
+        self.assertTrue(hook_called.wait(10))
+        self.assertIsNone(widget.report)
+        self.assertEqual(widget._rows, [])
+        widget.runner.wait(10)
+        widget.runner.poll()
+        self.assertEqual(late, [])
+        widget.enter()
+        self.assertIsNotNone(widget.parameters.node)
+        self.delayDisplay("PETARReport scene-close test passed")

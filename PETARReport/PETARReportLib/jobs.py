@@ -7,6 +7,8 @@ the petar service, streams its progress and can be cancelled on the server.
 """
 from __future__ import annotations
 
+import math
+
 from .runner import Cancelled
 
 
@@ -56,13 +58,38 @@ def ground_job(connector, text, pet, ct=None, engine="rule", options=None):
     return job
 
 
-def segment_job(connector, pet, point_ras, method="percent"):
-    """Click segmentation at a RAS point (snaps to the hottest voxel within 7 mm) -> mask Volume on the PET grid."""
-    point = [float(v) for v in point_ras]
+def click_point(point_ras) -> list:
+    """A clicked RAS point as three finite floats; ValueError (shown to the user) otherwise."""
+    try:
+        point = [float(v) for v in point_ras]
+    except (TypeError, ValueError):
+        raise ValueError(f"the click point is not a RAS coordinate: {point_ras!r}") from None
+    if len(point) != 3 or not all(math.isfinite(v) for v in point):
+        raise ValueError(f"the click point must be three finite RAS coordinates, not {point}")
+    return point
+
+
+def segment_job(connector, pet, point_ras, method="percent", segment=None):
+    """Runner job: click segmentation at a RAS point (snaps to the hottest voxel within 7 mm) -> mask Volume on the
+    PET grid.
+
+    `pet` (a petar Volume with its own copy of the voxels) and the point are captured on the main thread when the
+    job is made; the job itself runs on the worker: `connector.client()` (it may start a local service), then the
+    service's `segment` call, or in-process `petar.segment_click` (`segment` is injectable for tests). A stop asked
+    before the call raises Cancelled (nothing is sent); the call itself is short and not interruptible, and the
+    runner drops a result that arrives after a stop. petar's errors (e.g. "nothing hot near the click") propagate
+    to the widget's error dialog.
+    """
+    point = click_point(point_ras)
 
     def job(progress, should_stop, set_cancel_hook):
         client = connector.client()
+        if should_stop():
+            raise Cancelled()
+        progress({"stage": "segmenting"})
         if client is None:
+            if segment is not None:
+                return segment(pet, point, space="ras", method=method)
             import petar
 
             return petar.segment_click(pet, point, space="ras", method=method)
@@ -70,3 +97,14 @@ def segment_job(connector, pet, point_ras, method="percent"):
         return mask
 
     return job
+
+
+_SEGMENT_STAGES = {"starting": "starting", "segmenting": "segmenting the clicked lesion", "done": "done"}
+
+
+def segment_progress(doc: dict):
+    """(percent or None, status text) for a click-segmentation job: a busy bar (a single call has no fraction)."""
+    stage = str(doc.get("stage") or "")
+    if stage == "done":
+        return 100, _SEGMENT_STAGES["done"]
+    return None, _SEGMENT_STAGES.get(stage, stage or "working")

@@ -3,7 +3,8 @@
 `EngineRunner.start(job)` runs `job(progress, should_stop, set_cancel_hook)` on a worker thread. The worker never
 touches Qt or MRML: it only puts events on a queue. The widget calls `poll()` from a `qt.QTimer` on the main
 thread; `poll()` drains the queue and emits the signals (`progress`, `finished`, `failed`, `cancelled`), so every
-result is applied to the scene on the main thread. Tests call `poll()` directly.
+result is applied to the scene on the main thread. Tests call `poll()` directly. `abandon()` (scene close) cancels
+the job and forgets it at once: each job has its own stop flag and event queue, so nothing of it reaches the next.
 
 `Signal` is a plain-Python signal (custom PythonQt signals are unreliable in scripted modules).
 """
@@ -33,12 +34,20 @@ class Cancelled(Exception):
     """Raised inside a job when it noticed `should_stop()`."""
 
 
+class _Run:
+    """One job's private state: its stop flag, server cancel hook and event queue (so an abandoned job's late
+    events can never reach the next job)."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.hook = None
+        self.events = queue.Queue()
+
+
 class EngineRunner:
     def __init__(self, thread_factory=None):
         self._thread_factory = thread_factory or (lambda target: threading.Thread(target=target, daemon=True))
-        self._events = queue.Queue()
-        self._stop = threading.Event()
-        self._cancel_hook = None
+        self._run = _Run()
         self._thread = None
         self.running = False
         self.progress = Signal()     # (doc: dict)  stage, tokens, text so far
@@ -49,53 +58,54 @@ class EngineRunner:
     def start(self, job) -> None:
         if self.running:
             raise RuntimeError("a job is already running: cancel it first")
-        self._stop.clear()
-        self._cancel_hook = None
+        run = self._run = _Run()
         self.running = True
-        self._events = queue.Queue()
-        events = self._events
+        events = run.events
+
+        def set_cancel_hook(hook):
+            run.hook = hook
+            if run.stop.is_set():
+                _call_hook(run)
 
         def work():
             try:
-                result = job(lambda doc: events.put(("progress", doc)), self._stop.is_set, self._set_cancel_hook)
+                result = job(lambda doc: events.put(("progress", doc)), run.stop.is_set, set_cancel_hook)
             except Cancelled:
                 events.put(("cancelled", None))
             except Exception as exc:  # delivered to the widget, shown in a dialog and logged there
-                if self._stop.is_set() and type(exc).__name__ == "JobCancelled":
+                if run.stop.is_set() and type(exc).__name__ == "JobCancelled":
                     events.put(("cancelled", None))
                 else:
                     events.put(("failed", exc))
             else:
-                events.put(("cancelled", None) if self._stop.is_set() else ("finished", result))
+                events.put(("cancelled", None) if run.stop.is_set() else ("finished", result))
 
         self._thread = self._thread_factory(work)
         self._thread.start()
 
-    def _set_cancel_hook(self, hook) -> None:
-        self._cancel_hook = hook
-        if self._stop.is_set():
-            self._call_hook()
-
-    def _call_hook(self) -> None:
-        hook = self._cancel_hook
-        if hook is not None:
-            try:
-                hook()
-            except Exception as exc:  # the job still sees should_stop(); log why the server was not told
-                logging.warning("PETAR: cancel request failed: %s", exc)
-
     def cancel(self) -> None:
         """Ask the job to stop (a server job is cancelled through its hook). Returns at once; wait for events."""
-        if self.running and not self._stop.is_set():
-            self._stop.set()
-            threading.Thread(target=self._call_hook, daemon=True).start()
+        run = self._run
+        if self.running and not run.stop.is_set():
+            run.stop.set()
+            threading.Thread(target=_call_hook, args=(run,), daemon=True).start()
+
+    def abandon(self) -> bool:
+        """Cancel the job and forget it at once (scene close): its later events are dropped, `running` is False
+        now and no signal is emitted for it. True when a job was running."""
+        was_running = self.running
+        self.cancel()
+        self._run = _Run()
+        self.running = False
+        return was_running
 
     def poll(self) -> int:
         """Main thread: emit queued events; returns how many were delivered."""
         n = 0
-        while True:
+        run = self._run
+        while run is self._run:                  # a slot may abandon the job (or start another) mid-drain
             try:
-                kind, payload = self._events.get_nowait()
+                kind, payload = run.events.get_nowait()
             except queue.Empty:
                 return n
             n += 1
@@ -109,11 +119,21 @@ class EngineRunner:
                 self.failed.emit(payload)
             else:
                 self.cancelled.emit()
+        return n
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the worker ends (scripting and self-tests); then call poll()."""
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def _call_hook(run) -> None:
+    hook = run.hook
+    if hook is not None:
+        try:
+            hook()
+        except Exception as exc:  # the job still sees should_stop(); log why the server was not told
+            logging.warning("PETAR: cancel request failed: %s", exc)
 
 
 class ServiceConnector:

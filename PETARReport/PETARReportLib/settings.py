@@ -7,7 +7,7 @@ an unreadable value falls back to the default with a logged warning (never silen
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 PREFIX = "PETAR/"
 SERVICE_MODES = ("inprocess", "local", "remote")
@@ -67,6 +67,11 @@ class Settings:
         if self.grounding_engine == "contextual" and not self.checkpoint:
             return False, "ConTEXTual Net 3D needs a checkpoint folder (train one with `petar train-grounding`)"
         return True, ""
+
+    def for_segmentation(self) -> "Settings":
+        """A copy for a click segmentation: the same service (mode, Python, URL, token), default engines, so that
+        neither `validate()` nor the dependency plan asks for what only a model engine needs."""
+        return replace(self, report_engine="template", grounding_engine="rule")
 
     def report_options(self) -> dict:
         """Engine options for a report job (only those the chosen engine takes)."""

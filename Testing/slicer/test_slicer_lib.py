@@ -14,6 +14,7 @@ import PETARGroundingLib as G
 import PETARReportLib as L
 from PETARReportLib import deps
 from PETARReportLib.report_results import progress_percent, streamed_text
+from PETARReportLib.runner import Cancelled
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_report_and_ground_jobs_in_process(phantom):
     assert G.segment_name(result) == "left axillary node"
     assert G.segment_name(result, ["left axillary node"]) == "left axillary node (2)"
     assert "SUVmax" in G.result_summary(result)
-    clicked = L.segment_job(conn, phantom.pet, truth["center_ras"])(None, None, None)
+    clicked = L.segment_job(conn, phantom.pet, truth["center_ras"])(lambda d: None, lambda: False, lambda h: None)
     assert clicked.array[gmask.array > 0].mean() > 0.5
 
 
@@ -255,3 +256,154 @@ def test_candidate_list_steps_and_accepts(phantom):
     assert mask.array.sum() > 0
     assert G.CandidateList({}).accept() is None
     assert not G.validate_text("  ")[0] and G.validate_text("left axillary node")[0]
+
+
+def test_ground_progress_percent_only_for_a_fraction():
+    # the service's ground job document: status, stage (queued, starting, grounding, done), queued_s; no fraction
+    assert G.ground_progress({"status": "queued", "stage": "queued", "queued_s": 3.2}) == (
+        None, "waiting in the service queue (3 s)")
+    assert G.ground_progress({"status": "running", "stage": "grounding", "tokens": 0}) == (
+        None, "localizing the finding")
+    assert G.ground_progress({"stage": "starting"}) == (None, "starting")        # in-process job documents
+    assert G.ground_progress({"stage": "grounding", "fraction": 0.426}) == (43, "localizing the finding (43 %)")
+    assert G.ground_progress({"stage": "grounding", "fraction": 1.0})[0] == 99   # 100 only once done
+    assert G.ground_progress({"stage": "grounding", "fraction": -2})[0] == 0
+    for bad in (None, True, "0.5", float("nan")):
+        assert G.ground_progress({"stage": "grounding", "fraction": bad})[0] is None
+    assert G.ground_progress({"status": "done", "stage": "done", "result": {}}) == (100, "done")
+    assert G.ground_progress({"stage": "new stage"}) == (None, "new stage") and G.ground_progress({})[1] == "working"
+
+
+class SegmentClient:
+    """Fake service client: records `segment` calls; the mask comes from the in-process click segmentation."""
+
+    def __init__(self):
+        self.calls = []
+
+    def segment(self, pet, point, space="ras", method="percent", **kw):
+        self.calls.append({"pet": pet, "point": point, "space": space, "method": method, **kw})
+        return petar.segment_click(pet, point, space=space, method=method), {"mask": {"volume_id": "m1"}}
+
+
+def test_accepting_a_candidate_uses_the_service_segment_call_in_service_mode(phantom):
+    seed = [float(v) for v in phantom.truth[0]["center_ras"]]
+    candidate = {"score": 0.9, "suv_max": 6.0, "axial_slice": 37, "hottest_ras": seed}
+    assert G.candidate_request(candidate) == {"point": seed, "space": "ras", "method": "percent"}
+    for bad in ({}, {"hottest_ras": [1.0, 2.0]}, {"hottest_ras": [1.0, float("nan"), 2.0]}, None):
+        with pytest.raises(ValueError):
+            G.candidate_request(bad)
+    assert not G.accept_in_service(L.Settings())
+    assert G.accept_in_service(L.Settings(service_mode="remote")) and G.accept_in_service(
+        L.Settings(service_mode="local"))
+
+    client = SegmentClient()
+    conn = L.ServiceConnector(L.Settings(service_mode="remote"), client_factory=lambda url, token: client)
+    runner, masks, stages = L.EngineRunner(), [], []
+    runner.finished.connect(masks.append)
+    runner.progress.connect(lambda doc: stages.append(doc["stage"]))
+    runner.start(G.candidate_job(conn, phantom.pet, candidate))
+    drain(runner)
+    assert stages == ["starting", "segmenting"] and len(client.calls) == 1
+    assert client.calls[0]["pet"] is phantom.pet and client.calls[0]["point"] == seed
+    assert (client.calls[0]["space"], client.calls[0]["method"]) == ("ras", "percent")
+    in_process = G.candidate_mask(phantom.pet, candidate)           # in-process mode: no client is made
+    assert masks[0].array.sum() > 0 and np.array_equal(masks[0].array > 0, in_process.array > 0)
+    local = L.ServiceConnector(L.Settings())
+    assert np.array_equal(G.candidate_job(local, phantom.pet, candidate)(lambda d: None, lambda: False,
+                                                                         lambda h: None).array, in_process.array)
+    stopped = G.candidate_job(conn, phantom.pet, candidate)
+    with pytest.raises(Cancelled):
+        stopped(lambda d: None, lambda: True, lambda h: None)      # cancelled before the call: nothing sent
+    assert len(client.calls) == 1
+
+
+def test_click_segment_job_in_process_and_through_the_service(phantom):
+    """Click lesion's job: in-process (petar.segment_click on the worker) and in service mode (the client's
+    `segment` call with the captured PET and point); the mask is delivered only by poll() on the main thread."""
+    seed = [float(v) for v in phantom.truth[0]["center_ras"]]
+    expected = petar.segment_click(phantom.pet, seed, space="ras")
+    assert expected.array.sum() > 0
+
+    runner, masks, stages, threads = L.EngineRunner(), [], [], []
+    runner.finished.connect(lambda m: (masks.append(m), threads.append(threading.current_thread())))
+    runner.progress.connect(lambda doc: stages.append(doc["stage"]))
+    runner.start(L.segment_job(L.ServiceConnector(L.Settings()), phantom.pet, np.array(seed)))
+    runner.wait(60)
+    assert masks == []                                          # nothing reaches the widget before poll()
+    runner.poll()
+    assert stages == ["segmenting"] and threads == [threading.main_thread()]
+    assert np.array_equal(masks[0].array, expected.array)
+
+    client = SegmentClient()
+    conn = L.ServiceConnector(L.Settings(service_mode="remote"), client_factory=lambda url, token: client)
+    runner.start(L.segment_job(conn, phantom.pet, seed, method="adaptive"))
+    drain(runner)
+    assert len(client.calls) == 1 and client.calls[0]["pet"] is phantom.pet and client.calls[0]["point"] == seed
+    assert (client.calls[0]["space"], client.calls[0]["method"]) == ("ras", "adaptive")
+    assert len(masks) == 2 and masks[1].shape == phantom.pet.shape
+
+    for bad in ([1.0, 2.0], [1.0, float("nan"), 2.0], None, ["a", "b", "c"]):
+        with pytest.raises(ValueError):
+            L.segment_job(conn, phantom.pet, bad)                   # checked on the main thread: no job is made
+    assert L.segment_progress({"stage": "starting"}) == (None, "starting")
+    assert L.segment_progress({"stage": "segmenting"}) == (None, "segmenting the clicked lesion")
+    assert L.segment_progress({"stage": "done"}) == (100, "done") and L.segment_progress({})[0] is None
+
+
+def test_click_segment_job_cancelled_before_the_call_and_petar_errors(phantom):
+    seed = [float(v) for v in phantom.truth[0]["center_ras"]]
+    client, calls = SegmentClient(), []
+    conn = L.ServiceConnector(L.Settings(service_mode="remote"), client_factory=lambda url, token: client)
+    with pytest.raises(Cancelled):                              # stop asked before the call: nothing is sent
+        L.segment_job(conn, phantom.pet, seed)(lambda d: None, lambda: True, lambda h: None)
+    with pytest.raises(Cancelled):                              # in-process: the segmentation never runs
+        L.segment_job(L.ServiceConnector(L.Settings()), phantom.pet, seed, segment=lambda *a, **k: calls.append(a))(
+            lambda d: None, lambda: True, lambda h: None)
+    assert client.calls == [] and calls == []
+
+    class StartingService:
+        """A local service still starting: `client()` blocks until released (the worker waits, not the GUI)."""
+
+        def __init__(self):
+            self.asked, self.release = threading.Event(), threading.Event()
+
+        def needs_start(self):
+            return True
+
+        def client(self):
+            self.asked.set()
+            self.release.wait(10)
+            return client
+
+    starting = StartingService()
+    runner, got = L.EngineRunner(), []
+    for signal in ("finished", "failed", "cancelled", "progress"):
+        getattr(runner, signal).connect(lambda *a, name=signal: got.append(name))
+    runner.start(L.segment_job(starting, phantom.pet, seed))
+    assert starting.asked.wait(10) and runner.running            # start() returned at once
+    runner.cancel()                                             # Cancel while the service is still starting
+    starting.release.set()
+    drain(runner)
+    assert got == ["cancelled"] and client.calls == []
+
+    cold = [float(v) for v in phantom.pet.index_to_world([40, 40, 60], space="ras")]
+    errors = []
+    runner.failed.connect(errors.append)
+    runner.start(L.segment_job(L.ServiceConnector(L.Settings()), phantom.pet, cold))
+    drain(runner)
+    assert len(errors) == 1 and isinstance(errors[0], petar.InputError) and "nothing hot" in str(errors[0])
+
+
+def test_settings_for_a_click_keep_the_service_and_drop_the_engines():
+    s = L.Settings(service_mode="local", python_executable="/opt/py", report_engine="petar",
+                   grounding_engine="contextual", device="cuda")
+    c = s.for_segmentation()
+    assert (c.service_mode, c.python_executable, c.device) == ("local", "/opt/py", "cuda")
+    assert (c.report_engine, c.grounding_engine) == ("template", "rule") and s.report_engine == "petar"
+    assert not L.Settings(report_engine="petar").validate()[0]
+    assert L.Settings(report_engine="petar").for_segmentation().validate() == (True, "")
+    assert not L.Settings(service_mode="remote", service_url="gpu").for_segmentation().validate()[0]
+    assert deps.plan_dependencies(c, ["fastapi"], ["transformers>=5"], lambda r: False).requirements == []
+    c.python_executable = ""
+    plan = deps.plan_dependencies(c, ["fastapi"], ["transformers>=5"], lambda r: False)
+    assert plan.requirements == ["fastapi"] and not plan.needs_pytorch_extension
