@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for p in (Path(__file__).resolve().parent, ROOT / "PETARReport", ROOT / "PETARGrounding"):
+for p in (Path(__file__).resolve().parent, ROOT / "PETARReport", ROOT / "PETARGrounding",
+          ROOT / "PETARStudy"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))

@@ -1,7 +1,8 @@
 """Static checks of the Slicer modules (no Slicer needed).
 
 Rules (what is checked, and how far):
-* every .py under PETARReport/ and PETARGrounding/ parses with Python 3.10 grammar (ast feature_version (3, 10));
+* every .py under the module folders (MODULES: PETARReport/, PETARGrounding/, PETARStudy/) parses with Python 3.10
+  grammar (ast feature_version (3, 10));
 * `from slicer.<module> import name` and `slicer.util.X` / `slicer.packaging.X`: X exists in that module's index;
 * `slicer.<vtkMRML…|vtkSlicer…|vtkSegment…|qMRML…|qSlicer…>` classes exist, and `slicer.<Class>.<Member>` is a
   method or enum value of that class; `slicer.mrmlScene.<Member>` is a vtkMRMLScene member; `slicer.app.<name>`
@@ -30,11 +31,11 @@ import slicer_paths  # noqa: F401  (sys.path for the module Lib packages)
 from slicer_api_index import all_vtk_method_names, api, python_names, qt_members, vtk_members
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = {"PETARReport": "PETARReportLib", "PETARGrounding": "PETARGroundingLib"}
+MODULES = {"PETARReport": "PETARReportLib", "PETARGrounding": "PETARGroundingLib", "PETARStudy": "PETARStudyLib"}
 PY_FILES = sorted(p for m in MODULES for p in (ROOT / m).rglob("*.py"))
 KNOWN_ROOTS = {"util", "packaging", "mrmlScene", "app", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n"}
-OWN = {"qt", "vtk", "slicer", "PETARReportLib", "PETARGroundingLib", "mrml", "deps", "os", "sys", "json",
-       "importlib", "logging", "np", "petar"}
+OWN = {"qt", "vtk", "slicer", "PETARReportLib", "PETARGroundingLib", "PETARStudyLib", "mrml", "deps", "os", "sys",
+       "json", "importlib", "logging", "np", "petar"}
 QWIDGET = {"connect", "enabled", "visible", "toolTip", "setVisible", "setEnabled", "setMRMLScene"}
 QT_MEMBERS = {
     "QPushButton": {"text", "clicked"}, "QLabel": {"text"}, "QProgressBar": {"value", "minimum", "maximum"},
@@ -43,10 +44,12 @@ QT_MEMBERS = {
     "QTableWidget": {"clear", "setColumnCount", "setRowCount", "setHorizontalHeaderLabels", "setItem",
                      "cellClicked"},
     "QListWidget": {"clear", "addItem", "currentRow", "currentRowChanged"},
+    "QCheckBox": {"text", "checked", "toggled"}, "QRadioButton": {"text", "checked"}, "QGroupBox": {"title"},
 }
 QT_WIDGETS = set(QT_MEMBERS)
 QT_PROPERTIES = {"text", "toolTip", "value", "minimum", "maximum", "placeholderText", "readOnly", "echoMode",
-                 "editTriggers", "selectionBehavior", "orientation"}
+                 "editTriggers", "selectionBehavior", "orientation", "title", "checked", "editable", "wordWrap",
+                 "format"}
 
 
 def _tree(path):
