@@ -14,9 +14,17 @@ _TORCHVISION_FIX = ("a torchvision build that does not match this torch is insta
                     "`pip uninstall -y torchvision timm` — petar needs neither")
 
 
+def _importable(module: str) -> bool:
+    """find_spec without importing; a broken or blocked installation counts as missing."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require(modules, extra: str) -> None:
     """ModelMissingError (exit 3) naming the missing packages and the install command for `extra`."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if not _importable(m)]
     if missing:
         gpu = " (GPU: see README)" if extra == "model" else ""
         raise ModelMissingError(f"this needs {', '.join(missing)}: pip install -c constraints.txt -e '.[{extra}]'"
