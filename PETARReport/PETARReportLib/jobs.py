@@ -18,14 +18,21 @@ def _service_wait(client, job_id, progress, should_stop, set_cancel_hook, poll_s
     return client.wait(job_id, on_progress=progress, poll_s=poll_s, should_stop=should_stop)
 
 
+def _connect(connector, progress, should_stop):
+    """The shared start of a job: report 'starting', get the client (None = in-process; it may start a local
+    service, which takes seconds), and stop before any work if Cancel was pressed meanwhile."""
+    progress({"stage": "starting", "tokens": 0, "text": {}})
+    client = connector.client()
+    if should_stop():
+        raise Cancelled()
+    return client
+
+
 def report_job(connector, pet, ct, mask, label=None, engine="template", options=None):
     options = dict(options or {})
 
     def job(progress, should_stop, set_cancel_hook):
-        progress({"stage": "starting", "tokens": 0, "text": {}})
-        client = connector.client()
-        if should_stop():
-            raise Cancelled()
+        client = _connect(connector, progress, should_stop)
         if client is None:
             import petar
 
@@ -41,10 +48,7 @@ def ground_job(connector, text, pet, ct=None, engine="rule", options=None):
     options = dict(options or {})
 
     def job(progress, should_stop, set_cancel_hook):
-        progress({"stage": "starting", "tokens": 0, "text": {}})
-        client = connector.client()
-        if should_stop():
-            raise Cancelled()
+        client = _connect(connector, progress, should_stop)
         if client is None:
             import petar
 

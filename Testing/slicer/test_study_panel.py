@@ -7,7 +7,6 @@ import copy
 import json
 import sqlite3
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,16 @@ import petar
 import PETARReportLib as L
 import PETARStudyLib as S
 from petar.errors import InputError
-from petar.study.session import validate_rating
+from petar.study.session import Item, validate_rating
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "/data/Doe_John_1957/petar_output"
 
 
 # ---- fakes ---------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FakeItem:
-    position: int
-    total: int
-    case_id: str
-    pet: str
-    mask: str
-    ct: str | None
-    label: int | None
-    tracer: str | None
-    texts: dict = field(default_factory=dict)
+def study_item(position, total, case_id, pet, mask, ct, label, tracer, texts) -> Item:
+    """A real petar.study.Item, as a fake session hands it out."""
+    return Item("r1", position, total, case_id, pet, mask, ct, label, tracer, texts, item_id=position)
 
 
 class FakeSession:
@@ -47,7 +38,7 @@ class FakeSession:
         self.design = design
         texts = (lambda k: {"A": f"text one {k}", "B": f"text two {k}"}) if design == "paired" else \
             (lambda k: {"A": f"text one {k}"})
-        self.items = [FakeItem(k, n, f"c{k:03d}", f"{SECRET}/pet_{k}.nii.gz", f"{SECRET}/mask_{k}.nii.gz",
+        self.items = [study_item(k, n, f"c{k:03d}", f"{SECRET}/pet_{k}.nii.gz", f"{SECRET}/mask_{k}.nii.gz",
                                f"{SECRET}/ct_{k}.nii.gz", 1, "FDG", texts(k)) for k in range(1, n + 1)]
         self.ratings = {}
         self.rate_calls = []
@@ -382,7 +373,7 @@ def phantom_dir(tmp_path_factory):
 
 
 def _item(folder, label=2, ct=True, **kw):
-    return FakeItem(1, 1, "c001", str(folder / "pet.nii.gz"), str(folder / "lesions.nii.gz"),
+    return study_item(1, 1, "c001", str(folder / "pet.nii.gz"), str(folder / "lesions.nii.gz"),
                     str(folder / "ct.nii.gz") if ct else None, label, "FDG", {"A": "x", "B": "y"}, **kw)
 
 
@@ -402,7 +393,7 @@ def test_case_job_errors_are_blinded_and_cancel_stops(phantom_dir, tmp_path):
     secret = tmp_path / "Doe_John_1957"
     secret.mkdir()
     (secret / "Doe_pet.nii.gz").write_bytes(b"not an image")
-    item = FakeItem(4, 9, "c004", str(secret / "Doe_pet.nii.gz"), str(folder / "lesions.nii.gz"), None, 1, None,
+    item = study_item(4, 9, "c004", str(secret / "Doe_pet.nii.gz"), str(folder / "lesions.nii.gz"), None, 1, None,
                     {"A": "x"})
     images = S.case_job(item)(lambda doc: None, lambda: False, lambda hook: None)
     assert images.position == 4 and images.pet is None and images.error
@@ -412,7 +403,7 @@ def test_case_job_errors_are_blinded_and_cancel_stops(phantom_dir, tmp_path):
 
 
 def test_blind_message_replaces_paths_and_names():
-    item = FakeItem(1, 1, "c1", "/x/Doe_John/pet.nii.gz", "/x/Doe_John/m.nii.gz", None, 1, None, {"A": ""})
+    item = study_item(1, 1, "c1", "/x/Doe_John/pet.nii.gz", "/x/Doe_John/m.nii.gz", None, 1, None, {"A": ""})
     msg = S.blind_message("cannot read /x/Doe_John/pet.nii.gz; m.nii.gz is empty (in /x/Doe_John)", item)
     assert msg == "cannot read the PET image; the lesion mask is empty (in the case)"
 
